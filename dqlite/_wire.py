@@ -1,0 +1,108 @@
+"""Blocking socket transport for the sync API: one TCP connection to one node.
+
+It owns the socket and nothing else; every byte it sends comes from the
+compiled ``Encoder`` and every byte it receives goes to the ``Decoder``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import TypeVar
+
+from dqlite._protocol import Decoder, encode_handshake
+from dqlite.exceptions import ConnectionLostError, InterfaceError
+
+T = TypeVar("T")
+
+DEFAULT_PORT = 9001
+_HANDSHAKE = encode_handshake()
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``"host:port"`` (or ``"[v6]:port"``, or a bare host meaning port 9001) -> (host, port)."""
+    if not isinstance(address, str) or not address:
+        raise InterfaceError(f"invalid node address {address!r}: expected 'host:port'")
+    host, sep, port = address.rpartition(":")
+    if not sep or (host.startswith("[") != host.endswith("]")) or (":" in host and not host.startswith("[")):
+        host, port = address, str(DEFAULT_PORT)
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError:
+        raise InterfaceError(f"invalid node address {address!r}: port {port!r} is not a number") from None
+    if not host or not 0 < number < 65536:
+        raise InterfaceError(f"invalid node address {address!r}: expected 'host:port'")
+    return host, number
+
+
+class Wire:
+    """A connected, handshaken socket to one dqlite node, with its decoder."""
+
+    __slots__ = ("address", "sock", "decoder", "timeout")
+
+    def __init__(self, address: str, timeout: float | None, decoder: Decoder | None = None) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.decoder = decoder if decoder is not None else Decoder()
+        host, port = parse_address(address)
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise ConnectionLostError(f"cannot connect to dqlite node {address}: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock: socket.socket | None = sock
+
+    def handshake_and_send(self, data: bytes) -> None:
+        """Send the protocol version and the first requests in one write."""
+        self.send(_HANDSHAKE + data)
+
+    def send(self, data: bytes) -> None:
+        sock = self.sock
+        if sock is None:
+            raise ConnectionLostError(f"connection to {self.address} is closed")
+        try:
+            sock.sendall(data)
+        except OSError as exc:
+            self.close()
+            raise ConnectionLostError(f"lost connection to {self.address} while sending: {_describe(exc)}") from exc
+
+    def read(self, reader: Callable[[], T]) -> T:
+        """Receive until a whole message is buffered, then decode it with ``reader``."""
+        decoder = self.decoder
+        while decoder.next_message() < 0:
+            self.fill()
+        return reader()
+
+    def fill(self) -> None:
+        sock = self.sock
+        if sock is None:
+            raise ConnectionLostError(f"connection to {self.address} is closed")
+        try:
+            n = sock.recv_into(self.decoder.get_buffer())
+        except OSError as exc:
+            self.close()
+            raise ConnectionLostError(f"lost connection to {self.address}: {_describe(exc)}") from exc
+        if n == 0:
+            self.close()
+            raise ConnectionLostError(f"dqlite node {self.address} closed the connection")
+        self.decoder.buffer_updated(n)
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        self.decoder.reset()
+
+    @property
+    def closed(self) -> bool:
+        return self.sock is None
+
+
+def _describe(exc: OSError) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out"
+    return str(exc) or type(exc).__name__

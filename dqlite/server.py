@@ -1,0 +1,629 @@
+"""Host real dqlite nodes and local clusters (for tests, benchmarks and development).
+
+Each node runs in its own process (``python -m dqlite._node``), because an
+``assert`` inside libdqlite aborts its host process and must not take the test
+runner down with it. Nodes are joined into a cluster with ADD + ASSIGN through
+this package's own client (:class:`dqlite.cluster.NodeClient`) and stopped by PID.
+
+libdqlite is loaded only inside the node processes, so importing this module
+needs no libdqlite. When it is missing, starting a node raises
+:class:`NodeStartError` saying which package to install (Debian: ``libdqlite0``).
+
+Run ``python -m dqlite.server --nodes 3`` for a cluster in the foreground.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import Callable, Sequence, overload
+
+from dqlite._node import EXIT_NO_LIBRARY, INSTALL_HINT
+from dqlite.cluster import SPARE, VOTER, NodeClient
+from dqlite.exceptions import Error
+
+__all__ = [
+    "DEFAULT_LATENCY_MS",
+    "LocalCluster",
+    "LocalNode",
+    "NodeStartError",
+    "free_ports",
+    "main",
+]
+
+log = logging.getLogger("dqlite.server")
+
+#: Raft latency for local nodes: heartbeat 30 ms, election timeout 300-600 ms,
+#: so a test that kills the leader sees a new one within about a second.
+DEFAULT_LATENCY_MS = 20
+
+# How often to re-ask a node while waiting for it (LEADER answers take ~0.1 ms).
+_POLL_INTERVAL = 0.01
+# Per-request timeout while polling, so a wedged node cannot stall a wait.
+_PROBE_TIMEOUT = 1.0
+
+# Everything a node might fail with while it is still coming up or going away.
+_TRANSIENT = (Error, OSError)
+
+
+class NodeStartError(RuntimeError):
+    """A node process or a cluster could not be started (the message says why)."""
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Return ``count`` distinct TCP ports that are free on ``host`` right now.
+
+    The sockets are held open together so the ports differ; another process may
+    still take one before a node binds it (nodes retry with a new port then).
+    """
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _tail(path: Path | None, limit: int = 2000) -> str:
+    """The end of a node's log file, for error messages."""
+    if path is None:
+        return ""
+    try:
+        data = path.read_bytes()[-limit:]
+    except OSError:
+        return ""
+    return data.decode(errors="replace").strip()
+
+
+class LocalNode:
+    """One dqlite node hosted in a child process.
+
+    The node listens on ``address`` and keeps its raft log and snapshots in
+    ``data_dir``. Node id 1 bootstraps a new single-voter cluster on its first
+    start; any other id waits to be added by a leader (see :class:`LocalCluster`).
+    A stopped or killed node can be started again with the same id, address and
+    data, and rejoins its cluster.
+
+    The child's stdin is a pipe that only this object writes to: when this
+    process dies, even by SIGKILL, the child sees EOF and stops, so nodes never
+    outlive the process that started them.
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        address: str,
+        data_dir: str | os.PathLike[str],
+        *,
+        latency_ms: int | None = DEFAULT_LATENCY_MS,
+        python_command: Sequence[str] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Describe a node; nothing starts until :meth:`start`.
+
+        ``python_command`` is how to run Python for the node host (default
+        ``[sys.executable]``); ``-m dqlite._node ...`` is appended, so e.g.
+        ``[LOADER, "--library-path", DIR, sys.executable]`` runs the node under a
+        private glibc and libdqlite. ``log_path`` receives the node's stderr
+        (default: ``data_dir`` + ``.log``). ``env`` replaces the environment.
+        """
+        self.id = node_id
+        self.address = address
+        self.data_dir = Path(data_dir)
+        self.latency_ms = latency_ms
+        self.python_command = list(python_command) if python_command else [sys.executable]
+        self.log_path = Path(log_path) if log_path else self.data_dir.with_name(self.data_dir.name + ".log")
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # -- process control -------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the current (or last) node process, None if never started."""
+        return self.process.pid if self.process else None
+
+    def command(self) -> list[str]:
+        """The argv that starts this node's host process."""
+        cmd = self.python_command + [
+            "-m", "dqlite._node",
+            "--id", str(self.id),
+            "--address", self.address,
+            "--dir", str(self.data_dir),
+        ]  # fmt: skip
+        if self.latency_ms is not None:
+            cmd += ["--latency-ms", str(self.latency_ms)]
+        return cmd
+
+    def launch(self) -> None:
+        """Spawn the node process without waiting for it (see :meth:`wait_ready`)."""
+        if self.is_alive():
+            raise RuntimeError(f"{self!r} is already running")
+        self._reap()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ if self.env is None else self.env)
+        # The node host must import this very package, even when it is importable
+        # here only through a sys.path tweak (pytest rootdir, a checkout).
+        pkg_parent = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
+        with open(self.log_path, "ab") as logf:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=logf,
+                env=env,
+                close_fds=True,
+                # Own session: a Ctrl-C meant for the parent reaches the parent
+                # only, which then stops the nodes in order.
+                start_new_session=True,
+            )
+        log.debug("node %d at %s: launched pid %d", self.id, self.address, self.process.pid)
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the launched node says it is listening; raise NodeStartError if not."""
+        proc = self.process
+        if proc is None or proc.stdout is None:
+            raise RuntimeError(f"{self!r} was not launched")
+        deadline = time.monotonic() + timeout
+        line = b""
+        fd = proc.stdout.fileno()
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._abort()
+                raise NodeStartError(
+                    f"node {self.id} at {self.address} was not ready within {timeout:g} s"
+                    + self._log_excerpt()
+                )
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if not readable:
+                continue
+            chunk = os.read(fd, 64)
+            if not chunk:  # EOF: the host exited before it was ready
+                rc = proc.wait()
+                self._close_pipes()
+                if rc == EXIT_NO_LIBRARY:
+                    said = _tail(self.log_path).splitlines()[-1:] or [INSTALL_HINT]
+                    raise NodeStartError(f"cannot start dqlite node {self.id}: {said[0]}")
+                raise NodeStartError(
+                    f"node {self.id} at {self.address} exited with code {rc} before it was ready"
+                    + self._log_excerpt()
+                )
+            line += chunk
+        if line.strip() != b"ready":
+            self._abort()
+            raise NodeStartError(f"node {self.id}: unexpected output {line!r}" + self._log_excerpt())
+        # The host writes nothing after "ready"; keep only stdin (the lifeline).
+        proc.stdout.close()
+        log.info("node %d at %s: running (pid %d)", self.id, self.address, proc.pid)
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the node process and wait until it is listening."""
+        self.launch()
+        self.wait_ready(timeout)
+
+    def is_alive(self) -> bool:
+        """True while the node process exists (also when it is SIGSTOPped)."""
+        return self.process is not None and self.process.poll() is None
+
+    def terminate(self) -> None:
+        """Ask the node to stop (SIGTERM) without waiting; see :meth:`stop`."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+                # A SIGSTOPped node would never act on SIGTERM.
+                proc.send_signal(signal.SIGCONT)
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """Stop the node: SIGTERM, wait up to ``timeout`` s, then SIGKILL.
+
+        Returns the exit code (0 for a clean stop, negative for a signal), or
+        None if it was never started. Safe to call more than once.
+        """
+        if self.process is None:
+            return None
+        self.terminate()
+        return self._finish(time.monotonic() + timeout)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the node process (fault injection).
+
+        After SIGKILL this waits until the process is gone, so the port is free
+        and :meth:`is_alive` is False at once. For SIGSTOP/SIGCONT it returns
+        immediately.
+        """
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"{self!r} is not running")
+        proc.send_signal(sig)
+        log.info("node %d at %s: sent signal %d to pid %d", self.id, self.address, sig, proc.pid)
+        if sig == signal.SIGKILL:
+            proc.wait()
+            self._close_pipes()
+
+    def client(self, timeout: float = 5.0) -> NodeClient:
+        """A control connection (LEADER, CLUSTER, ADD, ...) to this node."""
+        return NodeClient(self.address, timeout=timeout)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _finish(self, deadline: float) -> int | None:
+        """Wait for an already signalled node until ``deadline``, then SIGKILL it."""
+        proc = self.process
+        if proc is None:
+            return None
+        try:
+            rc = proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("node %d at %s: no exit after SIGTERM, killing pid %d", self.id, self.address, proc.pid)
+            proc.kill()
+            rc = proc.wait()
+        self._close_pipes()
+        log.info("node %d at %s: stopped (exit code %s)", self.id, self.address, rc)
+        return rc
+
+    def _abort(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._close_pipes()
+
+    def _reap(self) -> None:
+        if self.process is not None:
+            self.process.poll()
+            self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        proc = self.process
+        if proc is None:
+            return
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+    def _log_excerpt(self) -> str:
+        text = _tail(self.log_path)
+        return f"; node log {self.log_path}:\n{text}" if text else ""
+
+    def __repr__(self) -> str:
+        if self.process is None:
+            state = "not started"
+        elif self.process.poll() is None:
+            state = f"running pid {self.process.pid}"
+        else:
+            state = f"exited {self.process.returncode}"
+        return f"<LocalNode {self.id} {self.address} {state}>"
+
+
+def _stop_nodes(nodes: list[LocalNode], timeout: float) -> None:
+    """Stop nodes in parallel: signal them all, then wait (shared deadline)."""
+    for node in nodes:
+        node.terminate()
+    deadline = time.monotonic() + timeout
+    for node in nodes:
+        node._finish(deadline)
+
+
+def _cleanup(nodes: list[LocalNode], tmp_dir: Path | None, timeout: float) -> None:
+    """Stop the nodes and remove the temporary data dir (also run by GC/atexit)."""
+    try:
+        _stop_nodes(nodes, timeout)
+    finally:
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+class LocalCluster:
+    """A dqlite cluster of ``nodes`` local node processes, running once constructed.
+
+    Picks free ports on ``host``, starts all node processes at once, waits until
+    node 1 (which bootstraps) is leader, joins nodes 2..N through it with ADD and
+    ASSIGN(voter), and waits until every node names that leader::
+
+        with LocalCluster(nodes=3) as cluster:
+            conn = dqlite.connect(cluster.addresses, database="app")
+
+    ``base_dir`` holds each node's data in ``node-<id>/`` and its log in
+    ``node-<id>.log``; by default a temporary directory is created and removed by
+    :meth:`stop`. A given ``base_dir`` is kept and must not already hold node
+    data. ``latency_ms`` sets raft timing (election timeout is 15x). See
+    :class:`LocalNode` for ``python_command``. :meth:`stop` (or leaving the
+    ``with`` block, or garbage collection / interpreter exit) stops exactly the
+    processes this object started.
+    """
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        base_dir: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        latency_ms: int | None = DEFAULT_LATENCY_MS,
+        *,
+        python_command: Sequence[str] | None = None,
+        timeout: float = 15.0,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.host = host
+        self.latency_ms = latency_ms
+        self.python_command = list(python_command) if python_command else None
+        self.timeout = timeout
+        self.stop_timeout = stop_timeout
+        if base_dir is None:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="dqlite-cluster-"))
+            tmp_dir: Path | None = self.base_dir
+        else:
+            self.base_dir = Path(base_dir)
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            tmp_dir = None
+        self._owns_dir = tmp_dir is not None
+        self._nodes: list[LocalNode] = []
+        self._roles: dict[int, int] = {}
+        # Stops the nodes even if stop() is never called (GC or interpreter exit).
+        self._finalizer = weakref.finalize(self, _cleanup, self._nodes, tmp_dir, stop_timeout)
+        started = time.monotonic()
+        try:
+            self._start(nodes)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("cluster ready in %.2f s: %s", time.monotonic() - started, ",".join(self.addresses))
+
+    # -- public API ------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> list[LocalNode]:
+        """The nodes, in id order (a copy of the list)."""
+        return list(self._nodes)
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every node's ``host:port``, in id order."""
+        return [n.address for n in self._nodes]
+
+    def node(self, node_id: int) -> LocalNode:
+        """The node with id ``node_id``."""
+        for n in self._nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def leader_address(self, timeout: float | None = None) -> str:
+        """Address of the current leader, waiting up to ``timeout`` s for one.
+
+        A node named as leader by any running node is accepted once it names
+        itself, so a follower's stale answer after a failover is not trusted.
+        """
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            for node in self._nodes:
+                if not node.is_alive():
+                    continue
+                named = self._ask_leader(node.address)[1]
+                if named and (named == node.address or self._ask_leader(named)[1] == named):
+                    return named
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no dqlite leader within the timeout in {self!r}")
+            time.sleep(_POLL_INTERVAL)
+
+    def leader_node(self, timeout: float | None = None) -> LocalNode:
+        """The :class:`LocalNode` that is currently leader."""
+        address = self.leader_address(timeout)
+        for n in self._nodes:
+            if n.address == address:
+                return n
+        raise RuntimeError(f"leader {address} is not a node of {self!r}")
+
+    def wait_for_leader(self, timeout: float | None = None) -> str:
+        """Wait until every answering voter names the same answering leader; return it.
+
+        Use after killing, pausing (SIGSTOP) or restarting nodes: nodes that are
+        dead or do not answer LEADER within a second are left out.
+        """
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            answers: dict[str, str] = {}
+            for n in self._nodes:
+                if self._roles.get(n.id) == VOTER and n.is_alive():
+                    named = self._ask_leader(n.address, default=None)
+                    if named is not None:
+                        answers[n.address] = named[1]
+            named_set = set(answers.values())
+            if len(named_set) == 1:
+                (leader,) = named_set
+                if leader in answers:
+                    return leader
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"running voters of {self!r} did not agree on a leader: {answers}")
+            time.sleep(_POLL_INTERVAL)
+
+    def add_node(self, role: int = VOTER) -> LocalNode:
+        """Start one more node and join it with ``role`` (VOTER, STANDBY or SPARE)."""
+        node_id = max((n.id for n in self._nodes), default=0) + 1
+        node = self._new_node(node_id, free_ports(1, self.host)[0])
+        self._nodes.append(node)
+        self._start_nodes([node])
+        self._join(node, self.leader_address(), role)
+        return node
+
+    def stop(self) -> None:
+        """Stop every node this cluster started and remove its temporary data dir.
+
+        Idempotent. Nodes are signalled together and given ``stop_timeout`` s to
+        exit before they are killed.
+        """
+        if self._finalizer.alive:
+            log.info("stopping cluster %s", ",".join(self.addresses))
+            self._finalizer()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        running = sum(n.is_alive() for n in self._nodes)
+        state = "stopped" if not self._finalizer.alive else f"{running}/{len(self._nodes)} running"
+        return f"<LocalCluster {','.join(self.addresses)} {state} dir={self.base_dir}>"
+
+    # -- startup ---------------------------------------------------------------------
+
+    def _new_node(self, node_id: int, port: int) -> LocalNode:
+        data_dir = self.base_dir / f"node-{node_id}"
+        if data_dir.exists() and any(data_dir.iterdir()):
+            raise FileExistsError(f"{data_dir} already holds node data; use an empty base_dir")
+        return LocalNode(
+            node_id,
+            f"{self.host}:{port}",
+            data_dir,
+            latency_ms=self.latency_ms,
+            python_command=self.python_command,
+        )
+
+    def _start(self, count: int) -> None:
+        ports = free_ports(count, self.host)
+        self._nodes.extend(self._new_node(i + 1, port) for i, port in enumerate(ports))
+        # Interpreter start-up dominates, so launch every host at once; only the
+        # joins need to happen in order.
+        self._start_nodes(self._nodes)
+        first = self._nodes[0]
+        self._roles[first.id] = VOTER
+        self._wait_until(lambda: self._ask_leader(first.address) == (first.id, first.address),
+                         f"node {first.id} did not become leader")
+        for node in self._nodes[1:]:
+            self._join(node, first.address, VOTER)
+        self.wait_for_leader()
+
+    def _start_nodes(self, nodes: list[LocalNode]) -> None:
+        """Launch nodes in parallel; re-pick the port of a node that lost a bind race."""
+        for node in nodes:
+            node.launch()
+        for node in nodes:
+            for attempt in range(3):
+                try:
+                    node.wait_ready(self.timeout)
+                    break
+                except NodeStartError as exc:
+                    # Another process took the port between free_ports() and the
+                    # bind. Nothing has joined yet, so a fresh address is safe.
+                    if "cannot bind" not in str(exc) or attempt == 2:
+                        raise
+                    shutil.rmtree(node.data_dir, ignore_errors=True)
+                    node.address = f"{self.host}:{free_ports(1, self.host)[0]}"
+                    log.info("node %d: port taken, retrying at %s", node.id, node.address)
+                    node.launch()
+
+    def _join(self, node: LocalNode, leader: str, role: int) -> None:
+        """ADD ``node`` through ``leader``, then ASSIGN its role (ADD makes a spare)."""
+        def add() -> bool:
+            with NodeClient(leader, timeout=_PROBE_TIMEOUT) as c:
+                c.add(node.id, node.address)
+            return True
+
+        def assign() -> bool:
+            with NodeClient(leader, timeout=_PROBE_TIMEOUT) as c:
+                c.assign(node.id, role)
+            return True
+
+        self._wait_until(add, f"could not ADD node {node.id} ({node.address})", retry_errors=True)
+        if role != SPARE:
+            self._wait_until(assign, f"could not ASSIGN node {node.id} role {role}", retry_errors=True)
+        self._roles[node.id] = role
+        log.debug("node %d at %s joined as role %d", node.id, node.address, role)
+
+    @overload
+    def _ask_leader(self, address: str) -> tuple[int, str]: ...
+    @overload
+    def _ask_leader(self, address: str, default: None) -> tuple[int, str] | None: ...
+
+    def _ask_leader(
+        self, address: str, default: tuple[int, str] | None = (0, "")
+    ) -> tuple[int, str] | None:
+        """LEADER from one node; (0, "") when it knows none, ``default`` if it does not answer."""
+        try:
+            with NodeClient(address, timeout=_PROBE_TIMEOUT) as c:
+                return c.leader()
+        except _TRANSIENT:
+            return default
+
+    def _wait_until(self, check: Callable[[], bool], what: str, retry_errors: bool = False) -> None:
+        deadline = time.monotonic() + self.timeout
+        last_error: BaseException | None = None
+        while True:
+            try:
+                if check():
+                    return
+            except _TRANSIENT as exc:
+                if not retry_errors:
+                    raise
+                last_error = exc
+            if time.monotonic() >= deadline:
+                detail = f" (last error: {last_error})" if last_error else ""
+                raise NodeStartError(f"{what} within {self.timeout:g} s{detail}")
+            time.sleep(_POLL_INTERVAL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dqlite.server``: run a local cluster until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m dqlite.server", description="Run a local dqlite cluster in the foreground."
+    )
+    parser.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--base-dir", default=None, help="keep node data here (default: a temporary dir)")
+    parser.add_argument("--latency-ms", type=int, default=DEFAULT_LATENCY_MS, help="raft network latency")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s: %(message)s"
+    )
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM takes the Ctrl-C path, so the cluster is stopped the same way
+    # (also while it is still starting).
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with LocalCluster(args.nodes, base_dir=args.base_dir, host=args.host, latency_ms=args.latency_ms) as cluster:
+            print(f"dqlite cluster ready: {','.join(cluster.addresses)}", flush=True)
+            while True:
+                signal.pause()
+    except KeyboardInterrupt:
+        pass
+    except (NodeStartError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

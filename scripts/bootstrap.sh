@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Makes a fresh Debian machine ready for `make test` / `make bench`:
+# the libdqlite packages the node host loads, a .venv, and the compiled build.
+# Idempotent and quick when everything is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+EXTRAS=${EXTRAS:-test}
+
+# 1. System packages (only the test/bench node host needs them; the client does not).
+missing=()
+for pkg in libdqlite0 libdqlite-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "bootstrap: installing ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || {
+        $sudo apt-get update -q >/dev/null
+        $sudo apt-get install -y -q "${missing[@]}"
+    }
+fi
+
+# 2. The virtualenv and the package (editable, so the build is in-tree).
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.installed-$EXTRAS
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+    echo "bootstrap: installing .[$EXTRAS] into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip setuptools "Cython>=3.0,<4" wheel
+    .venv/bin/python -m pip install -q --no-build-isolation -e ".[$EXTRAS]"
+    touch "$stamp"
+fi
+
+# 3. Recompile the extensions when a .pyx/.pxd changed (cythonize skips what is up to date).
+.venv/bin/python setup.py -q build_ext --inplace >/dev/null

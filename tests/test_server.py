@@ -1,0 +1,174 @@
+"""Tests of dqlite.server / dqlite._node / the pytest fixtures against real libdqlite nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from dqlite.cluster import VOTER, NodeClient
+from dqlite.exceptions import OperationalError
+from dqlite.server import LocalCluster, LocalNode, NodeStartError
+
+
+def _running(pid: int) -> bool:
+    """True if ``pid`` is a live process (a zombie awaiting its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
+    """Wait until none of ``pids`` runs; return those still running at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in pids if _running(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.02)
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    """One stdout line from ``proc``, failing the test after ``timeout`` s."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no output within {timeout} s"
+    return proc.stdout.readline()
+
+
+def test_cluster_agrees_on_leader_and_lists_three_voters(dqlite_cluster: LocalCluster) -> None:
+    leader = dqlite_cluster.leader_address()
+    assert leader in dqlite_cluster.addresses
+    for address in dqlite_cluster.addresses:
+        with NodeClient(address, timeout=5.0) as client:
+            assert client.leader()[1] == leader
+    with NodeClient(leader, timeout=5.0) as client:
+        infos = client.cluster()
+    assert sorted((i.id, i.address) for i in infos) == [
+        (n.id, n.address) for n in dqlite_cluster.nodes
+    ]
+    assert all(i.role == VOTER for i in infos)
+
+
+def test_start_is_fast_and_stop_leaves_no_process() -> None:
+    started = time.monotonic()
+    cluster = LocalCluster(nodes=3)
+    elapsed = time.monotonic() - started
+    pids = [n.pid for n in cluster.nodes]
+    base_dir = cluster.base_dir
+    try:
+        # Typically ~0.3 s; the bound is loose for loaded CI machines.
+        assert elapsed < 10
+        assert len(set(cluster.addresses)) == 3
+        assert all(p is not None and _running(p) for p in pids)
+        assert "3/3 running" in repr(cluster)
+    finally:
+        cluster.stop()
+    assert _wait_gone([p for p in pids if p is not None], timeout=0.5) == []
+    assert not base_dir.exists()
+    assert all(n.process is not None and n.process.returncode == 0 for n in cluster.nodes)
+    assert "stopped" in repr(cluster)
+    cluster.stop()  # idempotent
+
+
+def test_kill_leader_then_restart_it(dqlite_fresh_cluster: LocalCluster) -> None:
+    cluster = dqlite_fresh_cluster
+    old = cluster.leader_node()
+    old.kill()
+    assert not old.is_alive()
+    new_leader = cluster.wait_for_leader(timeout=10)
+    assert new_leader != old.address
+    old.start()  # same id, address and data: it rejoins as a follower
+    assert cluster.wait_for_leader(timeout=10) == new_leader
+    with NodeClient(old.address, timeout=5.0) as client:
+        assert client.leader()[1] == new_leader
+
+
+def test_nodes_die_with_a_sigkilled_parent() -> None:
+    script = textwrap.dedent(
+        """
+        import json, sys, time
+        from dqlite.server import LocalCluster
+        cluster = LocalCluster(nodes=3)
+        print(json.dumps([str(cluster.base_dir)] + [n.pid for n in cluster.nodes]), flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    base_dir: str | None = None
+    try:
+        base_dir, *pids = json.loads(_readline(parent, timeout=15))
+        assert len(pids) == 3 and all(_running(p) for p in pids)
+        parent.kill()  # no chance to clean up: the nodes must notice on their own
+        parent.wait()
+        assert _wait_gone(pids) == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        # Only the data dir is left behind by a SIGKILLed owner.
+        if base_dir is not None:
+            shutil.rmtree(base_dir, ignore_errors=True)
+
+
+def test_command_line_cluster_stops_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dqlite.server", "--nodes", "3", "--quiet"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = _readline(proc, timeout=15)
+        match = re.fullmatch(r"dqlite cluster ready: (\S+)\n", line)
+        assert match, line
+        addresses = match.group(1).split(",")
+        assert len(addresses) == 3
+        leaders = set()
+        for address in addresses:
+            with NodeClient(address, timeout=5.0) as client:
+                leaders.add(client.leader()[1])
+        assert len(leaders) == 1 and leaders.pop() in addresses
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        for address in addresses:
+            with pytest.raises(OperationalError):
+                with NodeClient(address, timeout=2.0) as client:
+                    client.leader()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_missing_libdqlite_is_reported_clearly(tmp_path: os.PathLike[str]) -> None:
+    env = dict(os.environ, DQLITE_LIBRARY="/nonexistent/libdqlite.so.0")
+    node = LocalNode(1, "127.0.0.1:1", os.path.join(tmp_path, "node-1"), env=env)
+    with pytest.raises(NodeStartError, match="libdqlite0"):
+        node.start()
+    assert not node.is_alive()
+
+
+def test_client_imports_do_not_load_libdqlite() -> None:
+    code = (
+        "import dqlite, dqlite.server, dqlite.pytest_plugin\n"
+        "maps = open('/proc/self/maps').read()\n"
+        "assert 'libdqlite' not in maps, 'libdqlite was loaded'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+def test_dqlite_database_is_unique_and_plain(dqlite_database: str) -> None:
+    assert re.fullmatch(r"[A-Za-z0-9_]{1,60}", dqlite_database)
+    assert dqlite_database.startswith("test_dqlite_database_is_unique_and_plain_")
