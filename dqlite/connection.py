@@ -15,7 +15,7 @@ from typing import Any
 
 from dqlite import _sql
 from dqlite._protocol import MAX_PARAMS_SCHEMA0, Decoder, Encoder
-from dqlite._wire import Wire
+from dqlite._wire import Wire, parse_address
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
     ConnectionLostError,
@@ -121,8 +121,10 @@ class Connection:
         max_message_size: int = 1 << 30,
     ) -> None:
         addresses = [address] if isinstance(address, str) else list(address)
-        if not addresses or not all(isinstance(a, str) and a for a in addresses):
+        if not addresses:
             raise InterfaceError("address must be 'host:port' or a non-empty list of them")
+        for a in addresses:
+            parse_address(a)  # a malformed address is a usage error, not worth retrying
         if not isinstance(database, str) or not database:
             raise InterfaceError("database must be a non-empty string")
         self._addresses = addresses
@@ -837,7 +839,8 @@ class Cursor:
     arraysize: int
 
     def __init__(self, connection: Connection) -> None:
-        self._connection: Connection | None = connection
+        self._connection: Connection | None = connection  # None once closed
+        self._owner = connection
         self.arraysize = 1
         self._description: tuple | None = None
         self._rowcount = -1
@@ -853,9 +856,7 @@ class Cursor:
     @property
     def connection(self) -> Connection:
         """The connection this cursor belongs to (PEP 249 extension)."""
-        if self._connection is None:
-            raise ProgrammingError("Cannot operate on a closed cursor.")
-        return self._connection
+        return self._owner
 
     @property
     def description(self) -> tuple | None:
@@ -956,7 +957,7 @@ class Cursor:
             row = self._rows[self._pos]
             self._pos += 1
             return row
-        if self._description is None:
+        if self._description is None or self._connection is None:
             self._check()
             raise ProgrammingError("no result to fetch from: execute a query first")
         if self._more():
@@ -969,7 +970,7 @@ class Cursor:
         """Up to ``size`` (default ``arraysize``) more rows."""
         if size is None:
             size = self.arraysize
-        if self._description is None:
+        if self._description is None or self._connection is None:
             self._check()
             raise ProgrammingError("no result to fetch from: execute a query first")
         out: list = []
@@ -986,7 +987,7 @@ class Cursor:
 
     def fetchall(self) -> list[tuple]:
         """Every remaining row."""
-        if self._description is None:
+        if self._description is None or self._connection is None:
             self._check()
             raise ProgrammingError("no result to fetch from: execute a query first")
         out = self._rows[self._pos:] if self._pos else self._rows

@@ -1,0 +1,209 @@
+"""The cursor and connection API of PEP 249, on a real cluster."""
+
+import gc
+
+import pytest
+
+import dqlite
+
+
+@pytest.fixture
+def table(connect):
+    """An autocommit connection with table t(id, s) holding 1000 rows."""
+    conn = connect(autocommit=True)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"row-{i:06d}") for i in range(1000)])
+    return conn
+
+
+def test_description_rowcount_and_lastrowid(conn):
+    cur = conn.cursor()
+    assert cur.description is None and cur.rowcount == -1 and cur.lastrowid is None
+    cur.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)")
+    assert cur.description is None and cur.rowcount == -1
+    cur.execute("INSERT INTO t (s) VALUES (?)", ("a",))
+    assert (cur.rowcount, cur.lastrowid) == (1, 1)
+    cur.execute("INSERT INTO t (s) VALUES ('b'), ('c')")
+    assert (cur.rowcount, cur.lastrowid) == (2, 3)
+    cur.execute("UPDATE t SET s = s || '!' WHERE id > 1")
+    assert cur.rowcount == 2 and cur.lastrowid == 3  # only INSERT/REPLACE move lastrowid
+    cur.execute("SELECT id AS ident, s FROM t WHERE id = 1")
+    assert [d[0] for d in cur.description] == ["ident", "s"]
+    assert all(len(d) == 7 for d in cur.description)
+    assert cur.rowcount == -1
+    cur.execute("SELECT id FROM t WHERE id < 0")
+    assert cur.description[0][0] == "id" and cur.fetchall() == []
+    cur.execute("DELETE FROM t")
+    assert cur.rowcount == 3
+
+
+def test_fetch_methods(table):
+    cur = table.execute("SELECT id FROM t ORDER BY id")
+    assert cur.fetchone() == (0,)
+    assert cur.fetchmany(3) == [(1,), (2,), (3,)]
+    cur.arraysize = 2
+    assert cur.fetchmany() == [(4,), (5,)]
+    rest = cur.fetchall()
+    assert rest == [(i,) for i in range(6, 1000)]
+    assert cur.fetchone() is None and cur.fetchmany(5) == [] and cur.fetchall() == []
+
+
+def test_iteration_and_execute_returns_the_cursor(table):
+    assert [r[0] for r in table.execute("SELECT id FROM t ORDER BY id")] == list(range(1000))
+
+
+def test_large_result_spans_many_batches_and_streams(table):
+    """100,000 rows arrive in ~2,000 server batches; fetchmany decodes batch by batch."""
+    table.execute("CREATE TABLE big (i INTEGER, s TEXT)")
+    table.execute(
+        "INSERT INTO big WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < 99999) "
+        "SELECT i, printf('name-%08d', i) FROM c"
+    )
+    cur = table.execute("SELECT i, s FROM big ORDER BY i")
+    first = cur.fetchmany(10)
+    assert first == [(i, f"name-{i:08d}") for i in range(10)]
+    # Only the batches needed so far were decoded: the cursor holds at most a batch.
+    assert len(cur._rows) < 1000
+    seen = 10
+    while batch := cur.fetchmany(1000):
+        assert batch[0] == (seen, f"name-{seen:08d}")
+        seen += len(batch)
+        assert len(cur._rows) < 2000
+    assert seen == 100_000
+
+
+def test_interleaved_cursors_see_all_their_rows(table):
+    """A second statement while a result streams must not cut the first one short."""
+    reader = table.execute("SELECT id FROM t ORDER BY id")
+    writer = table.cursor()
+    writer.execute("CREATE TABLE copy (id INTEGER)")
+    seen = []
+    for (i,) in reader:
+        seen.append(i)
+        if i % 100 == 0:
+            writer.execute("INSERT INTO copy VALUES (?)", (i,))
+    assert seen == list(range(1000))
+    assert table.execute("SELECT count(*) FROM copy").fetchone() == (10,)
+
+
+def test_closing_a_cursor_mid_result_keeps_the_connection_usable(table):
+    cur = table.execute("SELECT a.id FROM t a, t b LIMIT 50000")
+    cur.fetchone()
+    cur.close()
+    assert table.execute("SELECT count(*) FROM t").fetchone() == (1000,)
+    with pytest.raises(dqlite.ProgrammingError, match="closed cursor"):
+        cur.execute("SELECT 1")
+
+
+def test_abandoned_cursor_is_drained_by_the_next_execute(table):
+    cur = table.cursor()
+    cur.execute("SELECT a.id FROM t a, t b LIMIT 20000")
+    cur.fetchone()
+    cur.execute("SELECT 42")
+    assert cur.fetchall() == [(42,)]
+
+
+def test_connection_shortcuts_and_cursor_context_manager(conn):
+    conn.execute("CREATE TABLE t (x)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+    with conn.cursor() as cur:
+        assert cur.execute("SELECT sum(x) FROM t").fetchone() == (3,)
+    assert cur.connection is conn
+    with pytest.raises(dqlite.ProgrammingError):
+        cur.fetchone()
+
+
+def test_setinputsizes_and_setoutputsize_are_accepted(conn):
+    cur = conn.cursor()
+    cur.setinputsizes([10])
+    cur.setoutputsize(10)
+    cur.setoutputsize(10, 0)
+    assert cur.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_fetch_before_execute_or_after_non_query(conn):
+    cur = conn.cursor()
+    with pytest.raises(dqlite.ProgrammingError):
+        cur.fetchone()
+    cur.execute("CREATE TABLE t (x)")
+    with pytest.raises(dqlite.ProgrammingError):
+        cur.fetchall()
+
+
+def test_closed_connection_refuses_everything(connect):
+    conn = connect()
+    cur = conn.cursor()
+    conn.close()
+    conn.close()  # closing twice is fine
+    for call in (conn.cursor, conn.commit, conn.rollback, lambda: cur.execute("SELECT 1"),
+                 lambda: conn.execute("SELECT 1")):
+        with pytest.raises(dqlite.ProgrammingError, match="closed"):
+            call()
+
+
+def test_wrong_parameter_count_is_refused_before_executing(table):
+    with pytest.raises(dqlite.ProgrammingError, match="uses 2, and there are 1"):
+        table.execute("INSERT INTO t VALUES (?, ?)", (5000,))
+    with pytest.raises(dqlite.ProgrammingError, match="uses 0, and there are 1"):
+        table.execute("DELETE FROM t", (1,))
+    assert table.execute("SELECT count(*) FROM t").fetchone() == (1000,)
+
+
+def test_parameters_must_be_a_sequence(table):
+    for bad in ("ab", {"a": 1}, 5):
+        with pytest.raises(dqlite.ProgrammingError, match="sequence"):
+            table.execute("SELECT ?", bad)
+
+
+def test_several_statements_in_execute_are_refused(table):
+    with pytest.raises(dqlite.ProgrammingError, match="one statement at a time"):
+        table.execute("DELETE FROM t; DELETE FROM t")
+    assert table.execute("SELECT count(*) FROM t").fetchone() == (1000,)
+
+
+def test_executescript_runs_every_statement(connect):
+    conn = connect()
+    conn.executescript(
+        """
+        CREATE TABLE a (x);  -- a comment; with a semicolon
+        INSERT INTO a VALUES (';');
+        CREATE TRIGGER tr AFTER INSERT ON a BEGIN INSERT INTO b VALUES (new.x); END;
+        CREATE TABLE b (y);
+        INSERT INTO a VALUES ('z');
+        """
+    )
+    assert conn.execute("SELECT y FROM b").fetchall() == [("z",)]
+
+
+def test_empty_statement_does_nothing(conn):
+    cur = conn.execute("  -- nothing here\n")
+    assert cur.description is None and cur.rowcount == -1
+    assert not conn.in_transaction
+
+
+def test_many_statements_beyond_the_statement_cache(connect):
+    """Evicted prepared statements are finalized and never used again."""
+    conn = connect(autocommit=True, cached_statements=4)
+    for i in range(50):
+        assert conn.execute(f"SELECT {i}").fetchone() == (i,)
+    for i in range(50):
+        assert conn.execute(f"SELECT {i}").fetchone() == (i,)
+
+
+def test_repr_is_informative(conn):
+    assert "database=" in repr(conn) and "leader=127.0.0.1:" in repr(conn)
+    assert "Cursor" in repr(conn.cursor())
+
+
+def test_connection_exposes_exception_classes(conn):
+    for name in ("Warning", "Error", "InterfaceError", "DatabaseError", "DataError", "OperationalError",
+                 "IntegrityError", "InternalError", "ProgrammingError", "NotSupportedError"):
+        assert getattr(conn, name) is getattr(dqlite, name)
+
+
+def test_dropped_connection_does_not_leak_its_socket(connect, dqlite_cluster, dqlite_database):
+    conn = dqlite.connect(dqlite_cluster.addresses, dqlite_database)
+    sock = conn._wire.sock
+    del conn
+    gc.collect()
+    assert sock.fileno() == -1

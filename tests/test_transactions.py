@@ -1,0 +1,169 @@
+"""PEP 249 transactions, autocommit, savepoints and all-or-nothing executemany."""
+
+import pytest
+
+import dqlite
+
+
+def count(conn, table="t"):
+    return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+@pytest.fixture
+def setup(connect):
+    """(writer, observer): a PEP 249 connection and an autocommit one, table t(x) empty."""
+    observer = connect(autocommit=True)
+    observer.execute("CREATE TABLE t (x INTEGER UNIQUE)")
+    return connect(), observer
+
+
+def test_implicit_transaction_until_commit(setup):
+    conn, observer = setup
+    assert not conn.in_transaction
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert conn.in_transaction
+    assert count(observer) == 0  # not visible before commit
+    conn.commit()
+    assert not conn.in_transaction
+    assert count(observer) == 1
+
+
+def test_rollback_discards(setup):
+    conn, observer = setup
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.rollback()
+    assert not conn.in_transaction and count(observer) == 0 and count(conn) == 0
+
+
+def test_commit_and_rollback_without_a_transaction_are_no_ops(setup):
+    conn, _ = setup
+    conn.commit()
+    conn.rollback()
+    assert not conn.in_transaction
+
+
+def test_queries_also_open_the_transaction(setup):
+    conn, observer = setup
+    assert count(conn) == 0
+    assert conn.in_transaction
+    observer.execute("INSERT INTO t VALUES (7)")
+    assert count(conn) == 0  # repeatable read inside the transaction
+    conn.commit()
+    assert count(conn) == 1
+
+
+def test_autocommit_commits_each_statement(connect, setup):
+    _, observer = setup
+    auto = connect(autocommit=True)
+    auto.execute("INSERT INTO t VALUES (1)")
+    assert not auto.in_transaction and count(observer) == 1
+
+
+def test_switching_autocommit_on_commits_the_open_transaction(setup):
+    conn, observer = setup
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.autocommit = True
+    assert conn.autocommit and not conn.in_transaction and count(observer) == 1
+    conn.autocommit = False
+    conn.execute("INSERT INTO t VALUES (2)")
+    assert conn.in_transaction and count(observer) == 1
+
+
+def test_explicit_begin_in_autocommit_mode(connect, setup):
+    _, observer = setup
+    auto = connect(autocommit=True)
+    auto.execute("BEGIN IMMEDIATE")
+    assert auto.in_transaction
+    auto.execute("INSERT INTO t VALUES (1)")
+    assert count(observer) == 0
+    auto.execute("COMMIT")
+    assert not auto.in_transaction and count(observer) == 1
+
+
+def test_context_manager_commits_or_rolls_back(setup):
+    conn, observer = setup
+    with conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert count(observer) == 1
+    with pytest.raises(ZeroDivisionError):
+        with conn:
+            conn.execute("INSERT INTO t VALUES (2)")
+            1 / 0
+    assert count(observer) == 1 and not conn.in_transaction
+
+
+def test_savepoints(setup):
+    conn, observer = setup
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.execute("SAVEPOINT sp1")
+    conn.execute("INSERT INTO t VALUES (2)")
+    conn.execute('SAVEPOINT "odd name"')
+    conn.execute("INSERT INTO t VALUES (3)")
+    conn.execute('ROLLBACK TO "odd name"')
+    conn.execute("RELEASE sp1")
+    assert conn.in_transaction
+    conn.commit()
+    assert [r[0] for r in observer.execute("SELECT x FROM t ORDER BY x")] == [1, 2]
+
+
+def test_executemany_is_all_or_nothing_in_a_transaction(setup):
+    conn, observer = setup
+    conn.execute("INSERT INTO t VALUES (0)")
+    with pytest.raises(dqlite.IntegrityError, match="UNIQUE") as info:
+        conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(1, 2000)] + [(5,)] + [(9999,)])
+    assert "no row of the batch was applied" in "".join(info.value.__notes__)
+    assert "parameter set 1999" in "".join(info.value.__notes__)
+    # The transaction survives with what came before the batch.
+    assert conn.in_transaction and count(conn) == 1
+    conn.commit()
+    assert count(observer) == 1
+
+
+def test_executemany_is_all_or_nothing_in_autocommit(connect, setup):
+    _, observer = setup
+    auto = connect(autocommit=True)
+    with pytest.raises(dqlite.IntegrityError):
+        auto.executemany("INSERT INTO t VALUES (?)", [(1,), (2,), (1,), (3,)])
+    assert count(observer) == 0 and not auto.in_transaction
+    auto.executemany("INSERT INTO t VALUES (?)", ((i,) for i in range(5000)))
+    assert count(observer) == 5000
+
+
+def test_executemany_with_a_bad_parameter_set_applies_nothing(connect, setup):
+    _, observer = setup
+    auto = connect(autocommit=True)
+    rows = [(i,) for i in range(700)] + [(1, 2)]
+    with pytest.raises(dqlite.ProgrammingError, match="uses 1, and there are 2"):
+        auto.executemany("INSERT INTO t VALUES (?)", rows)
+    with pytest.raises(dqlite.ProgrammingError, match="not supported"):
+        auto.executemany("INSERT INTO t VALUES (?)", [(1,), (object(),)])
+    assert count(observer) == 0
+
+
+def test_executemany_rowcount_and_refusals(setup):
+    conn, _ = setup
+    cur = conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,), (3,)])
+    assert cur.rowcount == 3
+    assert conn.executemany("UPDATE t SET x = x + 10 WHERE x = ?", [(1,), (2,), (42,)]).rowcount == 2
+    with pytest.raises(dqlite.ProgrammingError, match="return no rows"):
+        conn.executemany("SELECT ?", [(1,)])
+    assert conn.executemany("INSERT INTO t VALUES (?)", []).rowcount == 0
+
+
+def test_error_inside_a_transaction_keeps_it_open(setup):
+    conn, observer = setup
+    conn.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(dqlite.IntegrityError):
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert conn.in_transaction
+    conn.commit()
+    assert count(observer) == 1
+
+
+def test_pragma_with_and_without_rows(connect):
+    auto = connect(autocommit=True)
+    assert auto.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    auto.execute("PRAGMA user_version = 7")
+    assert auto.execute("PRAGMA user_version").fetchone() == (7,)
+    auto.execute("PRAGMA user_version = 8")  # the cached fallback path
+    assert auto.execute("PRAGMA user_version").fetchone() == (8,)
