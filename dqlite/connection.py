@@ -383,8 +383,11 @@ class Connection:
         self._to_finalize.clear()
         code = exc.code
         message = str(exc)
-        definitely_not_applied = code in NOT_LEADER_CODES
-        if writing and not definitely_not_applied:
+        # A FAILURE answer means the request was refused before it ran, except
+        # "leadership lost", which can come after the write was replicated.
+        # No answer at all (socket error, timeout, bad bytes) tells nothing.
+        outcome_unknown = code is None or code in LEADERSHIP_LOST_CODES
+        if writing and outcome_unknown:
             self._in_transaction = False
             new: Error = CommitOutcomeUnknownError(
                 f"the outcome of the commit is unknown ({message}); it was not retried", code=code,
@@ -409,8 +412,9 @@ class Connection:
             isinstance(exc, (ConnectionLostError, ProtocolError))
             or code in NOT_LEADER_CODES
             or code in LEADERSHIP_LOST_CODES
-            # The server's statement registry was reset: leadership moved away and back.
-            or (code == 12 and "no statement" in str(exc))
+            # 12: "no database opened" / "no statement with the given id": the
+            # server dropped this session's state when leadership moved.
+            or code == 12
         )
 
     def _after_statement_error(self, exc: Error) -> None:
@@ -618,6 +622,10 @@ class Connection:
                     cursor._set_result(cursor.lastrowid, -1)
                     return
                 raise
+            # A first batch may be empty; read on until there is a row to
+            # show (and the empty-batch guard of the decoder can trip here).
+            while not done and not rows:
+                done = wire.read(lambda: decoder.read_rows(rows))
             cursor._set_rows(rows, done)
             if done:
                 decoder.end_result()
@@ -739,7 +747,11 @@ class Connection:
             wire.read(self._decoder.read_result)
         except Error as exc:
             if self._is_connection_failure(exc):
-                raise self._lost(exc, writing=sql == "COMMIT") from exc
+                error = self._lost(exc, writing=sql == "COMMIT")
+                # commit()/rollback() ends the transaction either way: the
+                # loss is reported right here, not again on the next call.
+                self._transaction_lost = None
+                raise error from exc
             if exc.code == 1 and "no transaction is active" in str(exc):
                 self._in_transaction = False
                 if sql == "COMMIT":
