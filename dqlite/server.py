@@ -378,9 +378,7 @@ class LocalCluster:
             self.base_dir = Path(base_dir)
             self.base_dir.mkdir(parents=True, exist_ok=True)
             tmp_dir = None
-        self._owns_dir = tmp_dir is not None
         self._nodes: list[LocalNode] = []
-        self._roles: dict[int, int] = {}
         # Stops the nodes even if stop() is never called (GC or interpreter exit).
         self._finalizer = weakref.finalize(self, _cleanup, self._nodes, tmp_dir, stop_timeout)
         started = time.monotonic()
@@ -437,24 +435,26 @@ class LocalCluster:
         raise RuntimeError(f"leader {address} is not a node of {self!r}")
 
     def wait_for_leader(self, timeout: float | None = None) -> str:
-        """Wait until every answering voter names the same answering leader; return it.
+        """Wait until the running voters agree on a running leader; return its address.
 
-        Use after killing, pausing (SIGSTOP) or restarting nodes: nodes that are
-        dead or do not answer LEADER within a second are left out.
+        Agreement means: the leader names itself, and every node that is a voter
+        in its configuration (CLUSTER) and answers LEADER names it too. Nodes
+        that are dead or do not answer within a second (SIGSTOP) are left out,
+        so this also serves after killing, pausing or restarting nodes, and
+        after roles were changed by other means than this object.
         """
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        answers: dict[str, str] = {}
         while True:
-            answers: dict[str, str] = {}
+            answers = {}
             for n in self._nodes:
-                if self._roles.get(n.id) == VOTER and n.is_alive():
+                if n.is_alive():
                     named = self._ask_leader(n.address, default=None)
                     if named is not None:
                         answers[n.address] = named[1]
-            named_set = set(answers.values())
-            if len(named_set) == 1:
-                (leader,) = named_set
-                if leader in answers:
-                    return leader
+            leader = self._agreed_leader(answers)
+            if leader is not None:
+                return leader
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"running voters of {self!r} did not agree on a leader: {answers}")
             time.sleep(_POLL_INTERVAL)
@@ -515,9 +515,10 @@ class LocalCluster:
         # joins need to happen in order.
         self._start_nodes(self._nodes)
         first = self._nodes[0]
-        self._roles[first.id] = VOTER
-        self._wait_until(lambda: self._ask_leader(first.address) == (first.id, first.address),
-                         f"node {first.id} did not become leader")
+        self._wait_until(
+            lambda: self._ask_leader(first.address) == (first.id, first.address),
+            f"node {first.id} did not become leader",
+        )
         for node in self._nodes[1:]:
             self._join(node, first.address, VOTER)
         self.wait_for_leader()
@@ -543,21 +544,40 @@ class LocalCluster:
 
     def _join(self, node: LocalNode, leader: str, role: int) -> None:
         """ADD ``node`` through ``leader``, then ASSIGN its role (ADD makes a spare)."""
+        # The full timeout, not the probe one: promoting a voter waits for it to
+        # catch up with the log, and a retried ASSIGN after a timeout would fail.
         def add() -> bool:
-            with NodeClient(leader, timeout=_PROBE_TIMEOUT) as c:
+            with NodeClient(leader, timeout=self.timeout) as c:
                 c.add(node.id, node.address)
             return True
 
         def assign() -> bool:
-            with NodeClient(leader, timeout=_PROBE_TIMEOUT) as c:
+            with NodeClient(leader, timeout=self.timeout) as c:
                 c.assign(node.id, role)
             return True
 
         self._wait_until(add, f"could not ADD node {node.id} ({node.address})", retry_errors=True)
         if role != SPARE:
             self._wait_until(assign, f"could not ASSIGN node {node.id} role {role}", retry_errors=True)
-        self._roles[node.id] = role
         log.debug("node %d at %s joined as role %d", node.id, node.address, role)
+
+    def _agreed_leader(self, answers: dict[str, str]) -> str | None:
+        """The leader named by ``answers`` (address -> LEADER), if its voters agree."""
+        # Spares, standbys and nodes outside the configuration answer "".
+        named = {a for a in answers.values() if a}
+        if len(named) != 1:
+            return None
+        (leader,) = named
+        if answers.get(leader) != leader:
+            return None
+        try:
+            with NodeClient(leader, timeout=_PROBE_TIMEOUT) as c:
+                voters = [i.address for i in c.cluster() if i.role == VOTER]
+        except _TRANSIENT:
+            return None
+        if all(answers[a] == leader for a in voters if a in answers):
+            return leader
+        return None
 
     @overload
     def _ask_leader(self, address: str) -> tuple[int, str]: ...

@@ -1,0 +1,811 @@
+"""The connection's logic, once, for both the sync and the asyncio API.
+
+A ``Session`` decides what to send and how to read the answers: leader
+discovery, the statement cache, implicit transactions, pipelining, the
+classification of failures, the 1.11.1 hazard guards.  It does no I/O itself.
+Each operation is a generator that yields what it needs from the I/O shell
+(the idea of psycopg 3's generators):
+
+* ``bytes``: send them;
+* ``RECV`` (None): receive more bytes into the decoder;
+* ``CLOSE``: close the socket;
+* ``Connect(address, timeout)``: open a socket to a node (not handshaken);
+* ``Sleep(seconds)``: wait (between leader discovery rounds).
+
+The shell (``dqlite.connection`` blocking, ``dqlite.aio`` asyncio) performs
+the request and resumes the generator; an I/O failure is thrown into the
+generator as ``ConnectionLostError``, where it is classified like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+from dqlite import _sql
+from dqlite._protocol import MAX_PARAMS_SCHEMA0, Decoder, Encoder, encode_handshake
+from dqlite._wire import parse_address
+from dqlite.exceptions import (
+    LEADERSHIP_LOST_CODES,
+    NOT_LEADER_CODES,
+    CommitOutcomeUnknownError,
+    ConnectionLostError,
+    DatabaseError,
+    Error,
+    InterfaceError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+    ProtocolError,
+    TransactionLostError,
+)
+
+log = logging.getLogger("dqlite")
+
+RECV = None
+
+
+class _Close:
+    def __repr__(self) -> str:
+        return "CLOSE"
+
+
+CLOSE = _Close()
+
+
+class Connect(NamedTuple):
+    address: str
+    timeout: float
+
+
+class Sleep(NamedTuple):
+    seconds: float
+
+
+#: What an operation generator yields and returns.
+Op = Generator[Any, None, Any]
+
+_HANDSHAKE = encode_handshake()
+_ROWS = 7
+
+# Primary result codes after which SQLite may have rolled a transaction back
+# by itself (https://www.sqlite.org/lang_transaction.html, "Response To Errors").
+_MAY_AUTO_ROLLBACK = frozenset({4, 5, 7, 9, 10, 11, 13})
+
+_EXECUTEMANY_SAVEPOINT = "dqlite_executemany"
+# EXECs in flight per window of executemany: large enough to keep the server
+# busy, small enough that the answers always fit in the socket buffers.
+_PIPELINE_WINDOW = 512
+
+_EXEC_SQL_KINDS = frozenset({_sql.OTHER, _sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK, _sql.SAVEPOINT})
+
+
+class Prepared:
+    """A statement prepared on the current server connection."""
+
+    __slots__ = ("stmt_id", "nparams", "info")
+
+    def __init__(self, stmt_id: int, nparams: int, info: _sql.Statement) -> None:
+        self.stmt_id = stmt_id
+        self.nparams = nparams
+        self.info = info
+
+
+def as_params(params: Any) -> Sequence[Any]:
+    """Check and normalise one parameter set (qmark style: a sequence)."""
+    if type(params) is tuple or type(params) is list:
+        return params
+    if params is None:
+        return ()
+    if isinstance(params, (str, bytes, bytearray, dict)) or not isinstance(params, Sequence):
+        raise ProgrammingError(
+            f"parameters must be a sequence (tuple or list) for the qmark paramstyle, "
+            f"not {type(params).__name__}")
+    return tuple(params)
+
+
+class ResultState:
+    """The part of a cursor that holds a result; shared by both cursor classes."""
+
+    _rows: list
+    _pos: int
+    _done: bool
+    _description: tuple | None
+    _rowcount: int
+    _lastrowid: int | None
+
+    def _init_result(self) -> None:
+        self._description = None
+        self._rowcount = -1
+        self._lastrowid = None
+        self._rows = []
+        self._pos = 0
+        self._done = True
+
+    def _clear_result(self) -> None:
+        self._description = None
+        self._rowcount = -1
+        self._rows = []
+        self._pos = 0
+        self._done = True
+
+    def _set_result(self, lastrowid: int | None, rowcount: int) -> None:
+        self._lastrowid = lastrowid
+        self._rowcount = rowcount
+
+    def _set_rows(self, decoder: Decoder, rows: list, done: bool) -> None:
+        columns = decoder.columns
+        types = decoder.first_row_types or (None,) * len(columns)
+        self._description = tuple(
+            (name, code, None, None, None, None, None) for name, code in zip(columns, types))
+        self._rows = rows
+        self._pos = 0
+        self._done = done
+
+    def _take(self, size: int) -> list:
+        """Up to ``size`` rows from the current batch."""
+        pos = self._pos
+        out = self._rows[pos:pos + size]
+        self._pos = pos + len(out)
+        return out
+
+
+class Session:
+    """The state and logic of one connection, minus the I/O (see the module doc)."""
+
+    def __init__(
+        self,
+        address: str | Sequence[str],
+        database: str,
+        *,
+        timeout: float,
+        autocommit: bool,
+        parse_datetimes: bool,
+        cached_statements: int,
+        max_message_size: int,
+    ) -> None:
+        addresses = [address] if isinstance(address, str) else list(address)
+        if not addresses:
+            raise InterfaceError("address must be 'host:port' or a non-empty list of them")
+        for a in addresses:
+            parse_address(a)  # a malformed address is a usage error, not worth retrying
+        if not isinstance(database, str) or not database:
+            raise InterfaceError("database must be a non-empty string")
+        if timeout is None or timeout <= 0:
+            raise InterfaceError("timeout must be a positive number of seconds")
+        self.addresses = addresses
+        self.database = database
+        self.timeout = float(timeout)
+        self.autocommit = bool(autocommit)
+        self.cached_statements = max(int(cached_statements), 1)
+        self.encoder = Encoder()
+        self.decoder = Decoder(max_message_size=max_message_size, parse_datetimes=parse_datetimes)
+        self.connected_to: str | None = None   # the leader the socket is open to
+        self.last_leader: str | None = None
+        self.statements: OrderedDict[str, Prepared] = OrderedDict()
+        self.classified: dict[str, _sql.Statement] = {}
+        self.to_finalize: list[int] = []
+        self.streaming: ResultState | None = None
+        self.in_transaction = False
+        self.transaction_lost: str | None = None
+        self.closed = False
+        self.params32: bool | None = None
+
+    def describe_state(self) -> str:
+        if self.closed:
+            state = "closed"
+        elif self.connected_to is None:
+            state = "disconnected"
+        else:
+            state = f"leader={self.connected_to}"
+        tx = " in transaction" if self.in_transaction else ""
+        return f"database={self.database!r} {state}{tx}"
+
+    # -- checks ------------------------------------------------------------
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise ProgrammingError("Cannot operate on a closed connection.")
+
+    def check_usable(self) -> None:
+        self.check_open()
+        if self.transaction_lost is not None:
+            raise TransactionLostError(
+                f"the transaction was lost ({self.transaction_lost}); call rollback() before "
+                f"using the connection again")
+
+    def classify(self, sql: str) -> _sql.Statement:
+        info = self.classified.get(sql)
+        if info is None:
+            if not isinstance(sql, str):
+                raise ProgrammingError(f"SQL must be a str, not {type(sql).__name__}")
+            info = _sql.classify(sql)
+            if len(self.classified) > 4096:
+                self.classified.clear()
+            self.classified[sql] = info
+        return info
+
+    def mark_closed(self) -> None:
+        """The application closed the connection (the shell closes the socket)."""
+        self.closed = True
+        self.in_transaction = False
+        self.streaming = None
+        self.connected_to = None
+        self.decoder.reset()
+
+    # -- low-level steps ---------------------------------------------------
+
+    def _read(self, reader) -> Op:
+        decoder = self.decoder
+        while decoder.next_message() < 0:
+            yield RECV
+        return reader()
+
+    def _read_rows(self, out: list) -> Op:
+        decoder = self.decoder
+        while decoder.next_message() < 0:
+            yield RECV
+        return decoder.read_rows(out)
+
+    def _skip_result(self) -> Op:
+        decoder = self.decoder
+        while True:
+            while decoder.next_message() < 0:
+                yield RECV
+            if decoder.skip_rows():
+                decoder.end_result()
+                return
+
+    def _discard_response(self) -> Op:
+        """Consume one response whatever it is (after an earlier pipelined failure)."""
+        decoder = self.decoder
+        while decoder.next_message() < 0:
+            yield RECV
+        if decoder.next_message() == _ROWS:
+            yield from self._skip_result()
+        else:
+            decoder.skip()
+
+    def _ensure_connected(self) -> Op:
+        if self.connected_to is None:
+            yield from self.connect()
+
+    def _queue_finalizes(self) -> int:
+        """Encode FINALIZE for evicted statements; returns how many EMPTYs to read."""
+        n = len(self.to_finalize)
+        for stmt_id in self.to_finalize:
+            self.encoder.finalize(stmt_id)
+        self.to_finalize.clear()
+        return n
+
+    def _read_finalizes(self, n: int) -> Op:
+        for _ in range(n):
+            try:
+                yield from self._read(self.decoder.read_empty)
+            except (ConnectionLostError, ProtocolError):
+                raise
+            except Error:
+                pass  # an id the server already dropped: nothing to free
+
+    def _begin_if_needed(self, info: _sql.Statement) -> bool:
+        """Encode the implicit BEGIN when PEP 249 semantics call for one."""
+        if self.autocommit or self.in_transaction or info.kind in (_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK):
+            return False
+        self.encoder.exec_sql("BEGIN")
+        return True
+
+    def _send_with_prologue(self, nfin: int, begin: bool) -> Op:
+        """Send what is encoded, then read the FINALIZE and BEGIN answers ahead of the statement's."""
+        yield self.encoder.take()
+        if nfin:
+            yield from self._read_finalizes(nfin)
+        if begin:
+            try:
+                yield from self._read(self.decoder.read_result)
+            except (ConnectionLostError, ProtocolError):
+                raise
+            except Error as exc:
+                if "within a transaction" not in str(exc):
+                    yield from self._discard_response()
+                    raise
+                # The server had a transaction open already: we are in it.
+            self.in_transaction = True
+
+    def _track_transaction_control(self, kind: str) -> None:
+        if kind == _sql.BEGIN:
+            self.in_transaction = True
+        elif kind in (_sql.COMMIT, _sql.ROLLBACK):
+            self.in_transaction = False
+
+    # -- failure handling --------------------------------------------------
+
+    @staticmethod
+    def is_connection_failure(exc: Error) -> bool:
+        code = exc.code
+        return (
+            isinstance(exc, (ConnectionLostError, ProtocolError))
+            or code in NOT_LEADER_CODES
+            or code in LEADERSHIP_LOST_CODES
+            # 12: "no database opened" / "no statement with the given id": the
+            # server dropped this session's state when leadership moved.
+            or code == 12
+        )
+
+    def lost(self, exc: Error, *, writing: bool) -> Error:
+        """Forget the server session; the exception to raise for ``exc``.
+
+        ``writing``: a request that commits something (COMMIT, or a write in
+        autocommit mode) was sent.  The caller yields CLOSE.
+        """
+        self.connected_to = None
+        self.streaming = None
+        self.statements.clear()
+        self.to_finalize.clear()
+        self.decoder.reset()
+        code = exc.code
+        message = str(exc)
+        # A FAILURE answer means the request was refused before it ran, except
+        # "leadership lost", which can come after the write was replicated.
+        # No answer at all (socket error, timeout, bad bytes) tells nothing.
+        outcome_unknown = code is None or code in LEADERSHIP_LOST_CODES
+        if writing and outcome_unknown:
+            self.in_transaction = False
+            new: Error = CommitOutcomeUnknownError(
+                f"the outcome of the commit is unknown ({message}); it was not retried",
+                code=code, server_message=exc.server_message)
+        elif self.in_transaction:
+            self.in_transaction = False
+            self.transaction_lost = message
+            new = TransactionLostError(
+                f"the transaction was lost ({message}); nothing of it was committed. "
+                f"Call rollback() before using the connection again",
+                code=code, server_message=exc.server_message)
+        elif isinstance(exc, ProtocolError):
+            new = exc
+        else:
+            new = ConnectionLostError(message, code=code, server_message=exc.server_message)
+        log.warning("dqlite connection lost: %s", message)
+        return new
+
+    def _guarded(self, op: Op, *, writing: bool) -> Op:
+        """Run ``op``; turn connection failures into the right exception."""
+        try:
+            return (yield from op)
+        except Error as exc:
+            if self.is_connection_failure(exc):
+                error = self.lost(exc, writing=writing and not isinstance(exc, ProtocolError))
+                yield CLOSE
+                raise error from exc
+            if isinstance(exc, DatabaseError):
+                yield from self._after_statement_error(exc)
+            raise
+
+    def _after_statement_error(self, exc: Error) -> Op:
+        """After a server error inside a transaction, check the transaction survived."""
+        if not self.in_transaction or exc.code is None or (exc.code & 0xFF) not in _MAY_AUTO_ROLLBACK:
+            return
+        # BEGIN fails inside a transaction and succeeds outside one: if it
+        # succeeds, SQLite rolled ours back.
+        self.encoder.exec_sql("BEGIN")
+        yield self.encoder.take()
+        try:
+            yield from self._read(self.decoder.read_result)
+        except DatabaseError:
+            return
+        self.transaction_lost = f"SQLite rolled the transaction back after: {exc}"
+
+    # -- connecting --------------------------------------------------------
+
+    def connect(self) -> Op:
+        """Find the leader, connect to it and open the database."""
+        deadline = time.monotonic() + self.timeout
+        candidates = list(self.addresses)
+        if self.last_leader is not None:
+            candidates = list(dict.fromkeys([self.last_leader, *candidates]))
+        delay = 0.01
+        errors: dict[str, str] = {}
+        while True:
+            for address in candidates:
+                try:
+                    leader = yield from self._open_on_leader(address, deadline)
+                except Error as exc:
+                    yield CLOSE
+                    errors[address] = str(exc)
+                    continue
+                if leader is not None:
+                    self.connected_to = self.last_leader = leader
+                    self.statements.clear()
+                    self.to_finalize.clear()
+                    log.debug("connected to leader %s, database %r", leader, self.database)
+                    return
+                errors[address] = "not the leader, and its leader could not be reached"
+            if time.monotonic() + delay >= deadline:
+                tried = "; ".join(f"{a}: {why}" for a, why in errors.items())
+                raise OperationalError(
+                    f"could not connect to the dqlite leader within {self.timeout:g}s ({tried})")
+            yield Sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _open_on_leader(self, address: str, deadline: float, hops: int = 1) -> Op:
+        """Connect to ``address``; if it leads, open the database there.
+
+        The handshake, LEADER and OPEN travel in one write: on the leader the
+        connection is ready after one round trip.  Returns the leader's
+        address, or None (with the socket closed) if it could not be reached.
+        """
+        remaining = max(deadline - time.monotonic(), 0.05)
+        self.decoder.reset()
+        yield Connect(address, min(remaining, self.timeout))
+        enc = self.encoder
+        enc.clear()
+        enc.leader()
+        enc.open(self.database)
+        yield _HANDSHAKE + enc.take()
+        _, leader = yield from self._read(self.decoder.read_server)
+        if leader == address:
+            yield from self._read(self.decoder.read_db)
+            return address
+        yield CLOSE
+        if leader and hops > 0:
+            return (yield from self._open_on_leader(leader, deadline, hops - 1))
+        return None
+
+    # -- statements --------------------------------------------------------
+
+    def _prepare(self, sql: str, info: _sql.Statement) -> Op:
+        """The cached prepared statement for ``sql``, preparing it if needed."""
+        prepared = self.statements.get(sql)
+        if prepared is not None:
+            self.statements.move_to_end(sql)
+            return prepared
+        yield from self._ensure_connected()
+        nfin = self._queue_finalizes()
+        self.encoder.prepare(sql)
+        yield self.encoder.take()
+        yield from self._read_finalizes(nfin)
+        stmt_id, nparams = yield from self._read(self.decoder.read_stmt)
+        prepared = Prepared(stmt_id, nparams, info)
+        self.statements[sql] = prepared
+        if len(self.statements) > self.cached_statements:
+            _, evicted = self.statements.popitem(last=False)
+            # Finalized with the next request; the id is never used again (§8.1).
+            self.to_finalize.append(evicted.stmt_id)
+        return prepared
+
+    def _check_params(self, prepared: Prepared, params: Sequence[Any]) -> Op:
+        """Validate the parameter count; returns whether params32 is needed."""
+        if len(params) != prepared.nparams:
+            raise ProgrammingError(
+                f"Incorrect number of bindings supplied. The current statement uses "
+                f"{prepared.nparams}, and there are {len(params)} supplied.")
+        if prepared.nparams <= MAX_PARAMS_SCHEMA0:
+            return False
+        if self.params32 is None:
+            yield from self._probe_params32()
+        if not self.params32:
+            raise NotSupportedError(
+                f"the statement has {prepared.nparams} parameters, but this dqlite server accepts "
+                f"at most {MAX_PARAMS_SCHEMA0} (it has no 32-bit parameter count, added in "
+                f"libdqlite 1.12)")
+        return True
+
+    def _probe_params32(self) -> Op:
+        """Ask the server once whether it reads 32-bit parameter counts.
+
+        A server without them ignores the schema byte and rejects the tuple
+        with "bind parameters" (protocol.md §1.5): harmless to try.
+        """
+        self.encoder.query_sql("SELECT ?", (1,), True)
+        yield self.encoder.take()
+        rows: list = []
+        try:
+            while not (yield from self._read_rows(rows)):
+                pass
+            self.decoder.end_result()
+            self.params32 = rows == [(1,)]
+        except (ConnectionLostError, ProtocolError):
+            raise
+        except Error:
+            self.params32 = False
+
+    def execute(self, cursor: ResultState, sql: str, params: Sequence[Any]) -> Op:
+        """Run one statement; its result lands in ``cursor``."""
+        self.check_usable()
+        info = self.classify(sql)
+        if info.has_tail:
+            raise ProgrammingError("You can only execute one statement at a time.")
+        if info.kind == _sql.EMPTY:
+            cursor._set_result(cursor._lastrowid, -1)
+            return
+        if info.kind == _sql.DML_RETURNING:
+            raise NotSupportedError(
+                "INSERT/UPDATE/DELETE ... RETURNING is not supported: dqlite 1.11 servers abort "
+                "when a write runs through a query request; run the write and a SELECT instead")
+        if self.streaming is not None:
+            yield from self.finish_stream()
+        writing = info.kind != _sql.QUERY and (self.autocommit or info.kind == _sql.COMMIT)
+        yield from self._guarded(self._execute(cursor, sql, info, params), writing=writing)
+
+    def _execute(self, cursor: ResultState, sql: str, info: _sql.Statement, params: Sequence[Any]) -> Op:
+        kind = info.kind
+        if not params and kind in _EXEC_SQL_KINDS:
+            # DDL and transaction control: one EXEC_SQL, nothing worth caching.
+            yield from self._ensure_connected()
+            nfin = self._queue_finalizes()
+            begin = self._begin_if_needed(info)
+            self.encoder.exec_sql(sql)
+            yield from self._send_with_prologue(nfin, begin)
+            yield from self._read(self.decoder.read_result)
+            self._track_transaction_control(kind)
+            cursor._set_result(cursor._lastrowid, -1)
+            return
+
+        prepared = yield from self._prepare(sql, info)
+        kind = prepared.info.kind  # a PRAGMA may have turned out to return no rows
+        params32 = yield from self._check_params(prepared, params)
+        yield from self._ensure_connected()
+        nfin = self._queue_finalizes()
+        begin = self._begin_if_needed(info)
+        decoder = self.decoder
+        if kind == _sql.QUERY or kind == _sql.PRAGMA:
+            self.encoder.query(prepared.stmt_id, params, params32)
+            yield from self._send_with_prologue(nfin, begin)
+            rows: list = []
+            try:
+                done = yield from self._read_rows(rows)
+            except (ConnectionLostError, ProtocolError):
+                raise
+            except Error as exc:
+                if kind == _sql.PRAGMA and exc.code == 1 and str(exc) == "not an error":
+                    # A row-less PRAGMA: QUERY did not run it (§1.6); EXEC it.
+                    prepared.info = _sql.Statement(_sql.OTHER, False)
+                    self.encoder.exec(prepared.stmt_id, params, params32)
+                    yield self.encoder.take()
+                    yield from self._read(decoder.read_result)
+                    cursor._set_result(cursor._lastrowid, -1)
+                    return
+                raise
+            # A first batch may be empty; read on until there is a row to
+            # show (the decoder's guard against endless empty batches trips here).
+            while not done and not rows:
+                done = yield from self._read_rows(rows)
+            cursor._set_rows(decoder, rows, done)
+            if done:
+                decoder.end_result()
+            else:
+                self.streaming = cursor
+            return
+        self.encoder.exec(prepared.stmt_id, params, params32)
+        yield from self._send_with_prologue(nfin, begin)
+        last_id, changes = yield from self._read(decoder.read_result)
+        if kind == _sql.DML:
+            cursor._set_result(last_id if info.is_insert else cursor._lastrowid, changes)
+        else:
+            self._track_transaction_control(kind)
+            cursor._set_result(cursor._lastrowid, -1)
+
+    def executemany(self, cursor: ResultState, sql: str, seq_of_parameters: Iterable[Sequence[Any]]) -> Op:
+        """Run one statement per parameter set, all or nothing."""
+        self.check_usable()
+        info = self.classify(sql)
+        if info.has_tail:
+            raise ProgrammingError("You can only execute one statement at a time.")
+        if info.returns_rows or info.kind == _sql.DML_RETURNING:
+            raise ProgrammingError("executemany() can only execute statements that return no rows")
+        if info.kind in (_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK, _sql.SAVEPOINT):
+            raise ProgrammingError("executemany() cannot run transaction control statements")
+        if info.kind == _sql.EMPTY:
+            cursor._set_result(cursor._lastrowid, -1)
+            return
+        if self.streaming is not None:
+            yield from self.finish_stream()
+        # Outside a transaction the batch's RELEASE is its commit.
+        total = yield from self._guarded(
+            self._executemany(sql, info, iter(seq_of_parameters)), writing=self.autocommit)
+        cursor._set_result(cursor._lastrowid, total if info.kind == _sql.DML else -1)
+
+    def _executemany(self, sql: str, info: _sql.Statement, rows: Iterator[Sequence[Any]]) -> Op:
+        """Prepare once, then pipeline the EXECs inside a SAVEPOINT.
+
+        The savepoint makes the batch all-or-nothing: if any row fails, the
+        batch is rolled back to it and the first error is raised.  Windows of
+        EXECs overlap: window k+1 is sent before the answers to window k are
+        read, so the server never waits for the client.
+        """
+        prepared = yield from self._prepare(sql, info)
+        yield from self._ensure_connected()
+        decoder = self.decoder
+        enc = self.encoder
+        nfin = self._queue_finalizes()
+        begin = self._begin_if_needed(info)
+        enc.exec_sql(f"SAVEPOINT {_EXECUTEMANY_SAVEPOINT}")
+        yield from self._send_with_prologue(nfin, begin)
+        yield from self._read(decoder.read_result)
+
+        total = 0
+        error: Error | None = None
+        error_index = -1
+        encoded = 0        # parameter sets encoded so far
+        answered = 0       # RESULTs read so far
+        exhausted = False
+        previous_window = 0
+        stmt_id = prepared.stmt_id
+        while True:
+            sent = 0
+            while not exhausted and error is None and sent < _PIPELINE_WINDOW:
+                try:
+                    params = next(rows)
+                except StopIteration:
+                    exhausted = True
+                    break
+                try:
+                    params = as_params(params)
+                    if len(params) == prepared.nparams and len(params) <= MAX_PARAMS_SCHEMA0:
+                        enc.exec(stmt_id, params, False)
+                    else:
+                        enc.exec(stmt_id, params, (yield from self._check_params(prepared, params)))
+                except Error as exc:
+                    error, error_index = exc, encoded
+                    break
+                encoded += 1
+                sent += 1
+            if sent:
+                yield enc.take()
+            for _ in range(previous_window):
+                try:
+                    total += (yield from self._read(decoder.read_result))[1]
+                except (ConnectionLostError, ProtocolError):
+                    raise
+                except Error as exc:
+                    if error is None or error_index > answered:
+                        error, error_index = exc, answered
+                answered += 1
+            previous_window = sent
+            if not sent:
+                break
+        if error is not None:
+            enc.exec_sql(f"ROLLBACK TO {_EXECUTEMANY_SAVEPOINT}")
+            enc.exec_sql(f"RELEASE {_EXECUTEMANY_SAVEPOINT}")
+            yield enc.take()
+            yield from self._read(decoder.read_result)
+            yield from self._read(decoder.read_result)
+            error.add_note(f"executemany: parameter set {error_index} failed; no row of the batch was applied")
+            raise error
+        enc.exec_sql(f"RELEASE {_EXECUTEMANY_SAVEPOINT}")
+        yield enc.take()
+        yield from self._read(decoder.read_result)
+        return total
+
+    def executescript(self, script: str) -> Op:
+        """Commit, then run each statement of ``script`` in its own request."""
+        self.check_usable()
+        if self.in_transaction:
+            yield from self.commit()
+        for statement in _sql.split_statements(script):
+            info = self.classify(statement)
+            if info.kind == _sql.DML_RETURNING:
+                raise NotSupportedError("INSERT/UPDATE/DELETE ... RETURNING is not supported")
+            yield from self._guarded(self._script_statement(statement, info),
+                                     writing=info.kind != _sql.QUERY)
+
+    def _script_statement(self, statement: str, info: _sql.Statement) -> Op:
+        yield from self._ensure_connected()
+        if info.returns_rows:
+            self.encoder.query_sql(statement)
+            yield self.encoder.take()
+            yield from self._skip_result()
+        else:
+            self.encoder.exec_sql(statement)
+            yield self.encoder.take()
+            yield from self._read(self.decoder.read_result)
+        self._track_transaction_control(info.kind)
+
+    # -- transactions ------------------------------------------------------
+
+    def commit(self) -> Op:
+        self.check_open()
+        if self.transaction_lost is not None:
+            why = self.transaction_lost
+            self.transaction_lost = None
+            raise TransactionLostError(
+                f"cannot commit: the transaction was lost ({why}); nothing of it was committed")
+        if not self.in_transaction:
+            return
+        if self.streaming is not None:
+            yield from self.finish_stream()
+        yield from self._end_transaction("COMMIT")
+
+    def rollback(self) -> Op:
+        self.check_open()
+        if self.transaction_lost is not None:
+            self.transaction_lost = None
+            self.in_transaction = False
+            return
+        if not self.in_transaction:
+            return
+        if self.streaming is not None:
+            yield from self.finish_stream()
+        try:
+            yield from self._end_transaction("ROLLBACK")
+        except ConnectionLostError:
+            # The server discards the transaction of a connection it loses:
+            # the rollback happened.
+            self.transaction_lost = None
+            self.in_transaction = False
+
+    def _end_transaction(self, sql: str) -> Op:
+        try:
+            if self.connected_to is None:
+                raise ConnectionLostError("not connected")
+            self.encoder.exec_sql(sql)
+            yield self.encoder.take()
+            yield from self._read(self.decoder.read_result)
+        except Error as exc:
+            if self.is_connection_failure(exc):
+                error = self.lost(exc, writing=sql == "COMMIT")
+                # commit()/rollback() ends the transaction either way: the
+                # loss is reported right here, not again on the next call.
+                self.transaction_lost = None
+                yield CLOSE
+                raise error from exc
+            if exc.code == 1 and "no transaction is active" in str(exc):
+                self.in_transaction = False
+                if sql == "COMMIT":
+                    raise TransactionLostError(
+                        "the server had already rolled the transaction back; nothing of it was committed",
+                        code=exc.code, server_message=exc.server_message) from exc
+                return
+            raise
+        self.in_transaction = False
+
+    # -- streaming results -------------------------------------------------
+
+    def read_batch(self, cursor: ResultState, out: list) -> Op:
+        """Decode the next batch of ``cursor``'s result into ``out``; True at the end."""
+        try:
+            if self.streaming is not cursor or self.connected_to is None:
+                raise ConnectionLostError("connection lost while reading a result")
+            done = yield from self._read_rows(out)
+        except Error as exc:
+            self.streaming = None
+            if self.is_connection_failure(exc):
+                error = self.lost(exc, writing=False)
+                yield CLOSE
+                raise error from exc
+            raise
+        if done:
+            self.decoder.end_result()
+            self.streaming = None
+        return done
+
+    def finish_stream(self) -> Op:
+        """Before a new request: receive the rest of a result still streaming.
+
+        The server reads no request until the result is complete, so the rest
+        is read now and kept for its cursor (which may still be iterated).
+        """
+        cursor = self.streaming
+        if cursor is None:
+            return
+        rows = cursor._rows[cursor._pos:]
+        cursor._rows = rows
+        cursor._pos = 0
+        while not cursor._done:
+            cursor._done = yield from self.read_batch(cursor, rows)
+
+    def abandon_stream(self, cursor: ResultState) -> Op:
+        """Drain ``cursor``'s result without decoding it (the cursor is done with it)."""
+        if self.streaming is not cursor:
+            return
+        self.streaming = None
+        try:
+            yield from self._skip_result()
+        except Error as exc:
+            if self.is_connection_failure(exc):
+                error = self.lost(exc, writing=False)
+                yield CLOSE
+                raise error from exc
+            raise
