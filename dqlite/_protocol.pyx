@@ -136,6 +136,18 @@ cdef inline Py_ssize_t pad8(Py_ssize_t n) noexcept nogil:
 # ---------------------------------------------------------------------------
 # Encoding
 
+cdef const char* _checked_utf8(str s, Py_ssize_t* n, str what) except NULL:
+    """The UTF-8 of ``s`` (cached in the str), refusing what the wire cannot carry."""
+    cdef const char* data
+    try:
+        data = PyUnicode_AsUTF8AndSize(s, n)
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{what} is not valid Unicode: {exc}") from None
+    if memchr(data, 0, n[0]) != NULL:
+        raise DataError(f"{what} contains a NUL character, which the dqlite protocol cannot carry")
+    return data
+
+
 cdef class Encoder:
     """Appends request messages to a growable buffer; ``take()`` returns them.
 
@@ -236,13 +248,7 @@ cdef class Encoder:
 
     cdef int _text(self, str s, str what) except -1:
         cdef Py_ssize_t n
-        cdef const char* data
-        try:
-            data = PyUnicode_AsUTF8AndSize(s, &n)
-        except UnicodeEncodeError as exc:
-            raise DataError(f"{what} is not valid Unicode: {exc}") from None
-        if memchr(data, 0, n) != NULL:
-            raise DataError(f"{what} contains a NUL character, which the dqlite protocol cannot carry")
+        cdef const char* data = _checked_utf8(s, &n, what)
         return self._text_bytes(data, n)
 
     cdef int _blob(self, const char* data, Py_ssize_t n) except -1:
@@ -264,6 +270,8 @@ cdef class Encoder:
         cdef char code
         if n == 0:
             return 0  # no tuple at all: the server binds nothing
+        if not params32 and n > 255:
+            raise ProgrammingError(f"{n} parameters need the 32-bit parameter count (params32)")
         head = pad8(head)
         self._reserve(head)
         memset(self.buf + self.length, 0, head)
@@ -355,6 +363,8 @@ cdef class Encoder:
         self._begin(REQUEST_CLIENT, 0); self._u64(client_id); self._end()
 
     def open(self, str name):
+        cdef Py_ssize_t n
+        _checked_utf8(name, &n, "database name")  # before a byte is written
         self._begin(REQUEST_OPEN, 0)
         self._text(name, "database name")
         self._u64(0)                      # flags (ignored by the server)
@@ -362,6 +372,8 @@ cdef class Encoder:
         self._end()
 
     def prepare(self, str sql):
+        cdef Py_ssize_t n
+        _checked_utf8(sql, &n, "SQL text")
         self._begin(REQUEST_PREPARE, 0)
         self._u64(0)                      # db id: always 0
         self._text(sql, "SQL text")
@@ -383,6 +395,8 @@ cdef class Encoder:
         self._begin(REQUEST_FINALIZE, 0); self._u32_pair(0, stmt_id); self._end()
 
     def exec_sql(self, str sql, params=(), bint params32=False):
+        cdef Py_ssize_t n
+        _checked_utf8(sql, &n, "SQL text")
         self._begin(REQUEST_EXEC_SQL, 1 if params32 else 0)
         self._u64(0)
         self._text(sql, "SQL text")
@@ -390,6 +404,8 @@ cdef class Encoder:
         self._end()
 
     def query_sql(self, str sql, params=(), bint params32=False):
+        cdef Py_ssize_t n
+        _checked_utf8(sql, &n, "SQL text")
         self._begin(REQUEST_QUERY_SQL, 1 if params32 else 0)
         self._u64(0)
         self._text(sql, "SQL text")
@@ -400,6 +416,8 @@ cdef class Encoder:
         self._begin(REQUEST_INTERRUPT, 0); self._u64(0); self._end()
 
     def add(self, uint64_t node_id, str address):
+        cdef Py_ssize_t n
+        _checked_utf8(address, &n, "address")
         self._begin(REQUEST_ADD, 0); self._u64(node_id); self._text(address, "address"); self._end()
 
     def assign(self, uint64_t node_id, uint64_t role):
@@ -409,6 +427,8 @@ cdef class Encoder:
         self._begin(REQUEST_REMOVE, 0); self._u64(node_id); self._end()
 
     def dump(self, str name):
+        cdef Py_ssize_t n
+        _checked_utf8(name, &n, "database name")
         self._begin(REQUEST_DUMP, 0); self._text(name, "database name"); self._end()
 
     def cluster(self, uint64_t fmt=1):
@@ -788,22 +808,48 @@ cdef class Decoder:
             self._release()
 
     def skip_rows(self):
-        """Consume one ROWS batch without decoding its rows; True at DONE.
+        """Consume one ROWS batch without decoding its values; True at DONE.
 
-        Used to drain a result nobody will read: only the end marker matters,
-        and it is the last word of the message.
+        Used to drain a result nobody will read.  Only the column header is
+        walked (bounds-checked), to tell an empty batch from a full one: the
+        endless stream of empty batches (§8.7) must be caught here too.
         """
-        cdef uint64_t marker
+        cdef const char* p
+        cdef const char* end
+        cdef const char* nul
+        cdef uint64_t ncols, marker, i
         self._expect(RESPONSE_ROWS)
         try:
+            p = self.buf + self.body
+            end = p + self.body_len
             if self.body_len < 16:
                 raise ProtocolError("ROWS message too short")
-            marker = load_u64(self.buf + self.body + self.body_len - 8)
+            ncols = load_u64(p)
+            p += 8
+            if ncols == 0 or ncols > <uint64_t>((end - p) // 8):
+                raise ProtocolError(f"ROWS announces {ncols} columns, which its body cannot hold")
+            for i in range(ncols):
+                nul = <const char*>memchr(p, 0, end - p)
+                if nul == NULL or pad8(nul - p + 1) > end - p:
+                    raise ProtocolError("ROWS column name is not NUL-terminated within the message")
+                p += pad8(nul - p + 1)
+            if end - p < 8:
+                raise ProtocolError("ROWS message ends without a DONE or PART marker")
+            marker = load_u64(end - 8)
             if marker == MARKER_DONE:
+                self.empty_parts = 0
                 return True
-            if marker == MARKER_PART:
-                return False
-            raise ProtocolError("ROWS message does not end with a DONE or PART marker")
+            if marker != MARKER_PART:
+                raise ProtocolError("ROWS message does not end with a DONE or PART marker")
+            if end - p == 8:
+                self.empty_parts += 1
+                if self.empty_parts > MAX_EMPTY_PARTS:
+                    raise ProtocolError(
+                        "server keeps sending ROWS batches with no rows (its column-name "
+                        "header is too large to fit a row in a batch); result abandoned")
+            else:
+                self.empty_parts = 0
+            return False
         finally:
             self._release()
 

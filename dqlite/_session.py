@@ -116,8 +116,35 @@ class ResultState:
     _description: tuple | None
     _rowcount: int
     _lastrowid: int | None
+    arraysize: int
+
+    @property
+    def description(self) -> tuple | None:
+        """One 7-tuple per result column (name, type_code, None x5), or None.
+
+        type_code is the wire type of the column in the first row (compare it
+        with dqlite.STRING, NUMBER, ...), or None for an empty result.
+        """
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by the last INSERT/UPDATE/DELETE/REPLACE (summed by executemany); else -1."""
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        """The rowid of the last row inserted by ``execute`` of an INSERT or REPLACE."""
+        return self._lastrowid
+
+    def setinputsizes(self, sizes: Any) -> None:
+        """Does nothing (PEP 249 allows that)."""
+
+    def setoutputsize(self, size: Any, column: Any = None) -> None:
+        """Does nothing (PEP 249 allows that)."""
 
     def _init_result(self) -> None:
+        self.arraysize = 1
         self._description = None
         self._rowcount = -1
         self._lastrowid = None

@@ -256,7 +256,6 @@ class Cursor(ResultState):
     def __init__(self, connection: Connection) -> None:
         self._connection: Connection | None = connection  # None once closed
         self._owner = connection
-        self.arraysize = 1
         self._init_result()
 
     def __repr__(self) -> str:
@@ -267,25 +266,6 @@ class Cursor(ResultState):
     def connection(self) -> Connection:
         """The connection this cursor belongs to (PEP 249 extension)."""
         return self._owner
-
-    @property
-    def description(self) -> tuple | None:
-        """One 7-tuple per result column (name, type_code, None x5), or None.
-
-        type_code is the wire type of the column in the first row (compare it
-        with dqlite.STRING, NUMBER, ...), or None for an empty result.
-        """
-        return self._description
-
-    @property
-    def rowcount(self) -> int:
-        """Rows changed by the last INSERT/UPDATE/DELETE/REPLACE (summed by executemany); else -1."""
-        return self._rowcount
-
-    @property
-    def lastrowid(self) -> int | None:
-        """The rowid of the last row inserted by ``execute`` of an INSERT or REPLACE."""
-        return self._lastrowid
 
     def _check(self) -> Connection:
         connection = self._connection
@@ -378,12 +358,6 @@ class Cursor(ResultState):
         if row is None:
             raise StopIteration
         return row
-
-    def setinputsizes(self, sizes: Any) -> None:
-        """Does nothing (PEP 249 allows that)."""
-
-    def setoutputsize(self, size: Any, column: Any = None) -> None:
-        """Does nothing (PEP 249 allows that)."""
 
     def close(self) -> None:
         """Close the cursor; the rest of a streaming result is drained and dropped."""

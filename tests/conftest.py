@@ -1,35 +1,175 @@
-"""Shared fixtures: connections to the session's real 3-node cluster.
+"""Shared fixtures: connections to real clusters, through both APIs.
 
-The cluster itself comes from the project's pytest plugin (dqlite.pytest_plugin):
+The clusters come from the project's pytest plugin (dqlite.pytest_plugin):
 ``dqlite_cluster`` (shared), ``dqlite_fresh_cluster`` (per test), ``dqlite_database``.
+
+Every test that connects through the ``connect``/``conn``/``api_connect``
+fixtures runs twice: through the sync API (``dqlite.connect``) and through the
+asyncio API (``dqlite.aio.connect``), the latter behind a thin facade that runs
+each coroutine to completion.  One set of behavioural tests, two drivers.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 import dqlite
+import dqlite.aio
+
+
+class AioCursor:
+    """A sync-looking face on ``dqlite.aio.AsyncCursor`` (test helper)."""
+
+    def __init__(self, run: Callable, connection: AioConnection, cursor: dqlite.aio.AsyncCursor) -> None:
+        self._run = run
+        self._connection = connection
+        self._cursor = cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+    @property
+    def connection(self) -> AioConnection:
+        return self._connection
+
+    def execute(self, sql, parameters=()):
+        self._run(self._cursor.execute(sql, parameters))
+        return self
+
+    def executemany(self, sql, seq):
+        self._run(self._cursor.executemany(sql, seq))
+        return self
+
+    def fetchone(self):
+        return self._run(self._cursor.fetchone())
+
+    def fetchmany(self, size=None):
+        return self._run(self._cursor.fetchmany(size))
+
+    def fetchall(self):
+        return self._run(self._cursor.fetchall())
+
+    def close(self):
+        self._run(self._cursor.close())
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class AioConnection:
+    """A sync-looking face on ``dqlite.aio.AsyncConnection`` (test helper)."""
+
+    api = "aio"
+
+    def __init__(self, run: Callable, connection: dqlite.aio.AsyncConnection) -> None:
+        self._run = run
+        self.aio = connection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.aio, name)
+
+    def __repr__(self) -> str:
+        return repr(self.aio)
+
+    @property
+    def autocommit(self) -> bool:
+        return self.aio.autocommit
+
+    @autocommit.setter
+    def autocommit(self, value: bool) -> None:
+        self.aio.autocommit = value
+
+    def cursor(self) -> AioCursor:
+        return AioCursor(self._run, self, self.aio.cursor())
+
+    def execute(self, sql, parameters=()):
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql, seq):
+        return self.cursor().executemany(sql, seq)
+
+    def executescript(self, script):
+        self._run(self.aio.executescript(script))
+
+    def commit(self):
+        self._run(self.aio.commit())
+
+    def rollback(self):
+        self._run(self.aio.rollback())
+
+    def close(self):
+        self._run(self.aio.close())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._run(self.aio.__aexit__(*exc))
+
+
+@pytest.fixture(params=["sync", "aio"])
+def api(request) -> str:
+    """Which driver API the test runs through."""
+    return request.param
 
 
 @pytest.fixture
-def connect(dqlite_cluster, dqlite_database) -> Iterator[Callable[..., dqlite.Connection]]:
-    """A factory of connections to this test's database; all closed afterwards."""
-    opened: list[dqlite.Connection] = []
+def api_connect(api) -> Iterator[Callable[..., Any]]:
+    """``api_connect(addresses, database, **kw)``: a connection through the test's API.
 
-    def factory(**kwargs) -> dqlite.Connection:
+    All connections it made are closed afterwards.
+    """
+    opened: list[Any] = []
+    loop = asyncio.new_event_loop() if api == "aio" else None
+
+    def factory(addresses, database, **kwargs):
         kwargs.setdefault("timeout", 10.0)
-        conn = dqlite.connect(dqlite_cluster.addresses, dqlite_database, **kwargs)
+        if loop is None:
+            conn = dqlite.connect(addresses, database, **kwargs)
+        else:
+            conn = AioConnection(loop.run_until_complete,
+                                 loop.run_until_complete(dqlite.aio.connect(addresses, database, **kwargs)))
         opened.append(conn)
         return conn
 
     yield factory
     for conn in opened:
         conn.close()
+    if loop is not None:
+        loop.close()
 
 
 @pytest.fixture
-def conn(connect) -> dqlite.Connection:
+def connect(api_connect, dqlite_cluster, dqlite_database) -> Callable[..., Any]:
+    """A factory of connections to this test's database on the shared cluster."""
+    return lambda **kwargs: api_connect(dqlite_cluster.addresses, dqlite_database, **kwargs)
+
+
+@pytest.fixture
+def conn(connect) -> Any:
     """A PEP 249 (non-autocommit) connection to this test's database."""
     return connect()

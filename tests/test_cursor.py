@@ -201,7 +201,7 @@ def test_connection_exposes_exception_classes(conn):
         assert getattr(conn, name) is getattr(dqlite, name)
 
 
-def test_dropped_connection_does_not_leak_its_socket(connect, dqlite_cluster, dqlite_database):
+def test_dropped_connection_does_not_leak_its_socket(dqlite_cluster, dqlite_database):
     conn = dqlite.connect(dqlite_cluster.addresses, dqlite_database)
     sock = conn._wire.sock
     del conn

@@ -28,20 +28,20 @@ def cluster(dqlite_fresh_cluster):
     return dqlite_fresh_cluster
 
 
-def test_connect_through_a_follower_reaches_the_leader(cluster):
+def test_connect_through_a_follower_reaches_the_leader(cluster, api_connect):
     leader = cluster.leader_address()
     follower = next(a for a in cluster.addresses if a != leader)
-    conn = dqlite.connect(follower, "db", autocommit=True)
+    conn = api_connect(follower, "db", autocommit=True)
     assert conn.leader == leader
     conn.execute("CREATE TABLE t (x)")
     conn.close()
 
 
-def test_dead_bootstrap_address_first_is_skipped(cluster):
+def test_dead_bootstrap_address_first_is_skipped(cluster, api_connect):
     from dqlite.server import free_ports
 
     dead = f"127.0.0.1:{free_ports(1)[0]}"
-    conn = dqlite.connect([dead, *cluster.addresses], "db", timeout=5)
+    conn = api_connect([dead, *cluster.addresses], "db", timeout=5)
     assert conn.execute("SELECT 1").fetchone() == (1,)
     conn.close()
 
@@ -78,8 +78,8 @@ def test_admin_requests_on_a_follower_say_not_leader(cluster):
     assert info.value.code == 10250
 
 
-def test_leader_transfer_between_statements_then_reuse(cluster):
-    conn = dqlite.connect(cluster.addresses, "db", autocommit=True)
+def test_leader_transfer_between_statements_then_reuse(cluster, api_connect):
+    conn = api_connect(cluster.addresses, "db", autocommit=True)
     conn.execute("CREATE TABLE t (x)")
     conn.execute("INSERT INTO t VALUES (1)")
     new_leader = transfer_away(cluster)
@@ -94,8 +94,8 @@ def test_leader_transfer_between_statements_then_reuse(cluster):
     conn.close()
 
 
-def test_transaction_lost_with_the_leader(cluster):
-    conn = dqlite.connect(cluster.addresses, "db")
+def test_transaction_lost_with_the_leader(cluster, api_connect):
+    conn = api_connect(cluster.addresses, "db")
     conn.execute("CREATE TABLE t (x)")
     conn.execute("INSERT INTO t VALUES (1)")
     conn.commit()
@@ -110,14 +110,14 @@ def test_transaction_lost_with_the_leader(cluster):
     assert [r[0] for r in conn.execute("SELECT x FROM t")] == [1]
     conn.execute("INSERT INTO t VALUES (5)")
     conn.commit()
-    check = dqlite.connect(cluster.addresses, "db")
+    check = api_connect(cluster.addresses, "db")
     assert [r[0] for r in check.execute("SELECT x FROM t ORDER BY x")] == [1, 5]
     check.close()
     conn.close()
 
 
-def test_commit_after_the_leader_moved_reports_the_transaction_lost(cluster):
-    conn = dqlite.connect(cluster.addresses, "db")
+def test_commit_after_the_leader_moved_reports_the_transaction_lost(cluster, api_connect):
+    conn = api_connect(cluster.addresses, "db")
     conn.execute("CREATE TABLE t (x)")
     conn.commit()
     conn.execute("INSERT INTO t VALUES (1)")
@@ -129,9 +129,9 @@ def test_commit_after_the_leader_moved_reports_the_transaction_lost(cluster):
     conn.close()
 
 
-def test_commit_of_unknown_outcome_is_reported_and_not_retried(cluster):
+def test_commit_of_unknown_outcome_is_reported_and_not_retried(cluster, api_connect):
     """The leader dies after COMMIT is sent: the client cannot know, and says so."""
-    conn = dqlite.connect(cluster.addresses, "db", timeout=2)
+    conn = api_connect(cluster.addresses, "db", timeout=2)
     conn.execute("CREATE TABLE t (x)")
     conn.commit()
     conn.execute("INSERT INTO t VALUES (1)")
@@ -148,8 +148,8 @@ def test_commit_of_unknown_outcome_is_reported_and_not_retried(cluster):
     assert not conn.in_transaction
 
 
-def test_hazards_are_refused_and_every_node_survives(cluster):
-    conn = dqlite.connect(cluster.addresses, "db", autocommit=True, timeout=5)
+def test_hazards_are_refused_and_every_node_survives(cluster, api_connect):
+    conn = api_connect(cluster.addresses, "db", autocommit=True, timeout=5)
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, x)")
     # INSERT ... RETURNING through a query aborts a 1.11.1 node (protocol.md §8.5).
     with pytest.raises(dqlite.NotSupportedError, match="RETURNING"):
@@ -164,7 +164,7 @@ def test_hazards_are_refused_and_every_node_survives(cluster):
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
     # Statement ids: many statements through a tiny cache (FINALIZE of evicted
     # ids, never reused; §8.1), then DESCRIBE (format 0 only; §8.4).
-    small = dqlite.connect(cluster.addresses, "db", autocommit=True, cached_statements=2)
+    small = api_connect(cluster.addresses, "db", autocommit=True, cached_statements=2)
     for round_ in range(3):
         for i in range(10):
             assert small.execute(f"SELECT {i} + ?", (round_,)).fetchone() == (i + round_,)

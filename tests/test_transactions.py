@@ -59,9 +59,14 @@ def test_autocommit_commits_each_statement(connect, setup):
     assert not auto.in_transaction and count(observer) == 1
 
 
-def test_switching_autocommit_on_commits_the_open_transaction(setup):
+def test_switching_autocommit_on_commits_the_open_transaction(setup, api):
     conn, observer = setup
     conn.execute("INSERT INTO t VALUES (1)")
+    if api == "aio":
+        # A property cannot await the COMMIT: the asyncio API asks for it.
+        with pytest.raises(dqlite.ProgrammingError, match="commit"):
+            conn.autocommit = True
+        conn.commit()
     conn.autocommit = True
     assert conn.autocommit and not conn.in_transaction and count(observer) == 1
     conn.autocommit = False

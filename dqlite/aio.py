@@ -1,0 +1,499 @@
+"""The asyncio DB-API: ``await dqlite.aio.connect(...)``.
+
+It runs on the event loop itself, with no threads: an ``asyncio``
+``BufferedProtocol`` receives straight into the compiled decoder's buffer, and
+the connection drives the very same ``Session`` operations as the sync API
+(``dqlite._session``), so discovery, pipelining, failure classification and
+the hazard guards behave identically.  Works under uvloop too.
+
+    import dqlite.aio
+
+    conn = await dqlite.aio.connect(["127.0.0.1:9001"], "app")
+    cur = conn.cursor()
+    await cur.execute("SELECT id, name FROM users WHERE id = ?", (1,))
+    print(await cur.fetchone())
+    await conn.commit()
+    await conn.close()
+
+One operation at a time per connection: starting a second one while the
+first is still running raises ``InterfaceError`` (use one connection per
+task, or a pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+from dqlite._protocol import Decoder
+from dqlite._session import CLOSE, Connect, Op, ResultState, Session, Sleep, as_params
+from dqlite._wire import parse_address
+from dqlite.exceptions import (
+    CommitOutcomeUnknownError,
+    ConnectionLostError,
+    DatabaseError,
+    DataError,
+    Error,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+    Warning,
+)
+
+__all__ = ["AsyncConnection", "AsyncCursor", "connect"]
+
+log = logging.getLogger("dqlite")
+
+# Stop reading from the socket while this much is buffered and not consumed:
+# a result the application reads slowly must not pile up in memory.
+_HIGH_WATER = 1 << 20
+
+
+class _StreamProtocol(asyncio.BufferedProtocol):
+    """Receives into the decoder's buffer and wakes the waiting operation."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.lost: Exception | None = None
+        self.paused = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        decoder = self.decoder
+        decoder.buffer_updated(nbytes)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        elif decoder.buffered > _HIGH_WATER and not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+            self.paused = True
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc if exc is not None else EOFError("the server closed the connection")
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_exception(ConnectionLostError(f"lost connection: {self.lost}"))
+
+    async def wait_for_input(self) -> None:
+        if self.lost is not None:
+            raise ConnectionLostError(f"lost connection: {self.lost}")
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiter = waiter
+        await waiter
+
+
+async def connect(
+    address: str | Sequence[str],
+    database: str = "main",
+    *,
+    timeout: float = 10.0,
+    autocommit: bool = False,
+    parse_datetimes: bool = True,
+    cached_statements: int = 128,
+    max_message_size: int = 1 << 30,
+) -> AsyncConnection:
+    """Connect to the leader of a dqlite cluster and open ``database``.
+
+    The arguments, their meaning and the errors are those of
+    ``dqlite.connect``; ``timeout`` bounds the leader search and then each
+    operation (a timed-out operation raises an ``OperationalError`` and
+    closes the connection, which reconnects on its next use).
+    """
+    session = Session(
+        address, database, timeout=timeout, autocommit=autocommit,
+        parse_datetimes=parse_datetimes, cached_statements=cached_statements,
+        max_message_size=max_message_size)
+    conn = AsyncConnection(session)
+    await conn._run(session.connect())
+    return conn
+
+
+class AsyncConnection:
+    """An asyncio connection to the leader of a dqlite cluster (see ``connect``)."""
+
+    Warning = Warning
+    Error = Error
+    InterfaceError = InterfaceError
+    DatabaseError = DatabaseError
+    DataError = DataError
+    OperationalError = OperationalError
+    IntegrityError = IntegrityError
+    InternalError = InternalError
+    ProgrammingError = ProgrammingError
+    NotSupportedError = NotSupportedError
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._protocol: _StreamProtocol | None = None
+        self._busy = False
+        # A COMMIT cut off by cancellation: reported by the next operation.
+        self._pending_error: Error | None = None
+
+    # -- the I/O loop --------------------------------------------------------
+
+    async def _run(self, op: Op) -> Any:
+        """Drive one session operation on the event loop, within the timeout."""
+        if self._busy:
+            op.close()
+            raise InterfaceError("another operation is in progress on this connection")
+        if self._pending_error is not None:
+            op.close()
+            error, self._pending_error = self._pending_error, None
+            raise error
+        self._busy = True
+        try:
+            try:
+                async with asyncio.timeout(self._session.timeout):
+                    return await self._drive(op)
+            except TimeoutError as exc:
+                error, self._pending_error = self._pending_error, None
+                message = f"timed out after {self._session.timeout:g}s"
+                if error is None:
+                    raise OperationalError(message) from exc
+                raise type(error)(f"{message}: {error}", code=error.code) from exc
+            except asyncio.CancelledError:
+                # Only a cancelled COMMIT is worth reporting later; whatever
+                # else was lost is in the session's state already.
+                if not isinstance(self._pending_error, CommitOutcomeUnknownError):
+                    self._pending_error = None
+                raise
+        finally:
+            self._busy = False
+
+    async def _drive(self, op: Op) -> Any:
+        send = op.send
+        throw = op.throw
+        error: Error | None = None
+        while True:
+            try:
+                request = send(None) if error is None else throw(error)
+            except StopIteration as stop:
+                return stop.value
+            error = None
+            try:
+                if request is None:
+                    protocol = self._protocol
+                    if protocol is None:
+                        raise ConnectionLostError("not connected")
+                    await protocol.wait_for_input()
+                elif type(request) is bytes:
+                    protocol = self._protocol
+                    if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+                        raise ConnectionLostError("not connected")
+                    protocol.transport.write(request)
+                elif request is CLOSE:
+                    self._close_transport()
+                elif type(request) is Connect:
+                    self._close_transport()
+                    await self._open(request)
+                elif type(request) is Sleep:
+                    await asyncio.sleep(request.seconds)
+                else:  # pragma: no cover - a bug in the session
+                    raise AssertionError(f"unknown I/O request {request!r}")
+            except ConnectionLostError as exc:
+                error = exc
+            except asyncio.CancelledError:
+                error = self._abort(op)
+                if isinstance(error, CommitOutcomeUnknownError):
+                    log.warning("a COMMIT was cancelled; its outcome is unknown")
+                self._pending_error = error
+                raise
+
+    def _abort(self, op: Op) -> Error | None:
+        """Cancelled (or timed out) mid-operation: drop the socket.
+
+        The socket may hold half a response, so it cannot be reused.  The
+        operation is finished with a connection failure so the session
+        classifies it like any other (transaction lost, commit outcome
+        unknown); returns the exception it ended with.
+        """
+        self._close_transport()
+        failure = ConnectionLostError("the operation was cancelled or timed out")
+        try:
+            request = op.throw(failure)
+            while True:
+                if request is CLOSE:
+                    self._close_transport()
+                    request = op.send(None)
+                else:
+                    request = op.throw(failure)
+        except StopIteration:
+            return None
+        except Error as exc:
+            return exc
+
+    async def _open(self, request: Connect) -> None:
+        host, port = parse_address(request.address)
+        loop = asyncio.get_running_loop()
+        protocol = _StreamProtocol(self._session.decoder)
+        try:
+            async with asyncio.timeout(request.timeout):
+                await loop.create_connection(lambda: protocol, host, port)
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionLostError(f"cannot connect to dqlite node {request.address}: {exc or 'timed out'}") from exc
+        self._protocol = protocol
+
+    def _close_transport(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+        self._session.decoder.reset()
+
+    # -- public API --------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"<dqlite.aio.AsyncConnection {self._session.describe_state()}>"
+
+    @property
+    def database(self) -> str:
+        """The name of the open database."""
+        return self._session.database
+
+    @property
+    def leader(self) -> str | None:
+        """The address of the leader this connection talks to (None while disconnected)."""
+        return self._session.connected_to
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._session.in_transaction
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    @property
+    def autocommit(self) -> bool:
+        """False (default): PEP 249 transactions.  True: each statement commits itself.
+
+        Unlike the sync API, switching to True with a transaction open raises:
+        call ``await commit()`` first (a property cannot await).
+        """
+        return self._session.autocommit
+
+    @autocommit.setter
+    def autocommit(self, value: bool) -> None:
+        value = bool(value)
+        if value and not self._session.autocommit and self._session.in_transaction:
+            raise ProgrammingError("commit or roll back the open transaction before enabling autocommit")
+        self._session.autocommit = value
+
+    def cursor(self) -> AsyncCursor:
+        """A new cursor on this connection."""
+        self._session.check_open()
+        return AsyncCursor(self)
+
+    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> AsyncCursor:
+        """Shortcut: a new cursor's ``execute``."""
+        return await self.cursor().execute(sql, parameters)
+
+    async def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]]) -> AsyncCursor:
+        """Shortcut: a new cursor's ``executemany``."""
+        return await self.cursor().executemany(sql, seq_of_parameters)
+
+    async def executescript(self, script: str) -> AsyncCursor:
+        """Commit, then run each statement of ``script`` in turn."""
+        cursor = self.cursor()
+        await self._run(self._session.executescript(script))
+        return cursor
+
+    async def commit(self) -> None:
+        """Commit the open transaction (see ``dqlite.Connection.commit``)."""
+        await self._run(self._session.commit())
+
+    async def rollback(self) -> None:
+        """Roll back the open transaction (see ``dqlite.Connection.rollback``)."""
+        await self._run(self._session.rollback())
+
+    async def close(self) -> None:
+        """Close the connection; an open transaction is rolled back by the server."""
+        self.terminate()
+
+    def terminate(self) -> None:
+        """Close at once, without awaiting: for pool teardown, from any loop or none."""
+        if self._session.closed:
+            return
+        self._session.mark_closed()
+        protocol, self._protocol = self._protocol, None
+        if protocol is None or protocol.transport is None:
+            return
+        transport = protocol.transport
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if protocol.loop is running:
+            transport.abort()
+            return
+        # Another loop (or none) runs here: the transport's loop must not be
+        # touched from this thread.  Shutting the socket down ends the TCP
+        # connection at once; the transport closes itself on its own loop.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if not protocol.loop.is_closed():
+            protocol.loop.call_soon_threadsafe(transport.abort)
+
+    async def __aenter__(self) -> AsyncConnection:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        """Commit if the block succeeded, roll back if it raised (like the sync API)."""
+        if self._session.closed:
+            return
+        if exc_type is None:
+            await self.commit()
+        else:
+            try:
+                await self.rollback()
+            except Error:
+                log.debug("rollback after an exception failed", exc_info=True)
+
+
+class AsyncCursor(ResultState):
+    """An asyncio cursor; results stream from the server batch by batch."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection: AsyncConnection | None = connection  # None once closed
+        self._owner = connection
+        self._init_result()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._connection is None else f"rowcount={self._rowcount}"
+        return f"<dqlite.aio.AsyncCursor {state}>"
+
+    @property
+    def connection(self) -> AsyncConnection:
+        return self._owner
+
+    def _check(self) -> AsyncConnection:
+        connection = self._connection
+        if connection is None:
+            raise ProgrammingError("Cannot operate on a closed cursor.")
+        connection._session.check_open()
+        return connection
+
+    def _check_result(self) -> AsyncConnection:
+        connection = self._check()
+        if self._description is None:
+            raise ProgrammingError("no result to fetch from: execute a query first")
+        return connection
+
+    async def _release_result(self, connection: AsyncConnection) -> None:
+        if connection._session.streaming is self:
+            await connection._run(connection._session.abandon_stream(self))
+        self._clear_result()
+
+    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> AsyncCursor:
+        """Run one statement with qmark (``?``) parameters; returns the cursor."""
+        connection = self._check()
+        await self._release_result(connection)
+        await connection._run(connection._session.execute(self, sql, as_params(parameters)))
+        return self
+
+    async def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]]) -> AsyncCursor:
+        """Run one statement for each parameter set, all or nothing (pipelined)."""
+        connection = self._check()
+        await self._release_result(connection)
+        await connection._run(connection._session.executemany(self, sql, seq_of_parameters))
+        return self
+
+    async def _more(self, connection: AsyncConnection) -> bool:
+        if self._done:
+            return False
+        rows: list = []
+        self._rows = rows
+        self._pos = 0
+        session = connection._session
+        while not rows and not self._done:
+            self._done = await connection._run(session.read_batch(self, rows))
+        return bool(rows)
+
+    async def fetchone(self) -> tuple | None:
+        """The next row, or None at the end."""
+        pos = self._pos
+        if pos < len(self._rows):
+            self._pos = pos + 1
+            return self._rows[pos]
+        connection = self._check_result()
+        if await self._more(connection):
+            self._pos = 1
+            return self._rows[0]
+        return None
+
+    async def fetchmany(self, size: int | None = None) -> list[tuple]:
+        """Up to ``size`` (default ``arraysize``) more rows."""
+        if size is None:
+            size = self.arraysize
+        connection = self._check_result()
+        out = self._take(size)
+        while len(out) < size and await self._more(connection):
+            out += self._take(size - len(out))
+        return out
+
+    async def fetchall(self) -> list[tuple]:
+        """Every remaining row."""
+        connection = self._check_result()
+        out = self._rows[self._pos:] if self._pos else self._rows
+        self._rows = []
+        self._pos = 0
+        session = connection._session
+        while not self._done:
+            self._done = await connection._run(session.read_batch(self, out))
+        return out
+
+    def __aiter__(self) -> AsyncIterator[tuple]:
+        return self
+
+    async def __anext__(self) -> tuple:
+        row = await self.fetchone()
+        if row is None:
+            raise StopAsyncIteration
+        return row
+
+    async def close(self) -> None:
+        """Close the cursor; the rest of a streaming result is drained and dropped."""
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            if connection._session.streaming is self and not connection._session.closed:
+                await connection._run(connection._session.abandon_stream(self))
+        finally:
+            self._connection = None
+            self._rows = []
+            self._done = True
+
+    async def __aenter__(self) -> AsyncCursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,221 @@
+"""What only the asyncio API has: concurrency, cancellation, timeouts, terminate.
+
+The behaviour both APIs share is tested once, through both (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+import dqlite
+import dqlite.aio
+from dqlite.cluster import ClusterAdmin
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+def run(coro, loop_kind: str = "asyncio"):
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is a test dependency")
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+async def make_table(addresses, database, rows: int) -> None:
+    conn = await dqlite.aio.connect(addresses, database, autocommit=True)
+    await conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+    await conn.executemany("INSERT INTO t VALUES (?, ?)", ((i, i * 3) for i in range(rows)))
+    await conn.close()
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_many_tasks_on_many_connections(dqlite_cluster, dqlite_database, loop_kind):
+    """50 tasks share 10 connections (a connection serves one task at a time)."""
+
+    async def main():
+        await make_table(dqlite_cluster.addresses, dqlite_database, 1000)
+        conns = [await dqlite.aio.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True)
+                 for _ in range(10)]
+        locks = [asyncio.Lock() for _ in conns]
+        checked = 0
+
+        async def task(n: int) -> None:
+            nonlocal checked
+            conn, lock = conns[n % 10], locks[n % 10]
+            for i in range(100):
+                key = (n * 100 + i) % 1000
+                async with lock:
+                    cur = await conn.execute("SELECT v FROM t WHERE id = ?", (key,))
+                    assert await cur.fetchall() == [(key * 3,)]
+                checked += 1
+
+        await asyncio.gather(*(task(n) for n in range(50)))
+        for conn in conns:
+            await conn.close()
+        return checked
+
+    assert run(main(), loop_kind) == 5000
+
+
+def test_a_second_operation_at_once_is_refused(dqlite_cluster, dqlite_database):
+    async def main():
+        conn = await dqlite.aio.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True)
+        slow = asyncio.create_task(conn.execute(
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 3000000) "
+            "SELECT count(*) FROM c"))
+        await asyncio.sleep(0.01)
+        with pytest.raises(dqlite.InterfaceError, match="in progress"):
+            await conn.execute("SELECT 1")
+        cur = await slow
+        assert await cur.fetchone() == (3000000,)
+        await conn.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_cancel_in_the_middle_of_a_large_result(dqlite_cluster, dqlite_database, loop_kind):
+    """The next query never reads the cancelled query's leftover batches."""
+
+    async def main():
+        await make_table(dqlite_cluster.addresses, dqlite_database, 100_000)
+        conn = await dqlite.aio.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True)
+        started = asyncio.Event()
+
+        async def reader():
+            cur = await conn.execute("SELECT id, v FROM t ORDER BY id")
+            n = 0
+            async for _ in cur:
+                n += 1
+                if n == 1000:
+                    started.set()
+                await asyncio.sleep(0)
+            return n
+
+        task = asyncio.create_task(reader())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Usable again (it reconnects): a fresh result, not the old batches.
+        cur = await conn.execute("SELECT count(*), sum(v) FROM t")
+        assert await cur.fetchall() == [(100_000, 3 * sum(range(100_000)))]
+        await conn.close()
+
+    run(main(), loop_kind)
+
+
+def test_cancelled_commit_is_reported_as_of_unknown_outcome(dqlite_fresh_cluster):
+    cluster = dqlite_fresh_cluster
+
+    async def main():
+        conn = await dqlite.aio.connect(cluster.addresses, "db", timeout=5)
+        await conn.execute("CREATE TABLE t (x)")
+        await conn.commit()
+        await conn.execute("INSERT INTO t VALUES (1)")
+        leader = cluster.leader_node()
+        leader.kill(signal.SIGSTOP)  # COMMIT goes out; no answer comes
+        try:
+            task = asyncio.create_task(conn.commit())
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            leader.kill(signal.SIGCONT)
+        with pytest.raises(dqlite.CommitOutcomeUnknownError):
+            await conn.execute("SELECT 1")
+        # Reported once; then the connection works again on whoever leads.
+        cur = await conn.execute("SELECT count(*) FROM t")
+        assert (await cur.fetchone())[0] in (0, 1)
+        await conn.close()
+
+    run(main())
+
+
+def test_operation_timeout_closes_and_reconnects(dqlite_fresh_cluster):
+    cluster = dqlite_fresh_cluster
+
+    async def main():
+        conn = await dqlite.aio.connect(cluster.addresses, "db", timeout=0.5, autocommit=True)
+        await conn.execute("CREATE TABLE t (x)")
+        leader = cluster.leader_node()
+        leader.kill(signal.SIGSTOP)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            with pytest.raises(dqlite.OperationalError, match="timed out"):
+                await conn.execute("INSERT INTO t VALUES (1)")
+        finally:
+            leader.kill(signal.SIGCONT)
+        assert loop.time() - started < 2
+        await conn.close()
+
+    run(main())
+
+
+def test_connect_timeout_lists_the_addresses_tried():
+    async def main():
+        with pytest.raises(dqlite.OperationalError, match=r"127\.0\.0\.1:1\b"):
+            await dqlite.aio.connect(["127.0.0.1:1"], "db", timeout=0.3)
+
+    run(main())
+
+
+def test_terminate_from_outside_the_loop(dqlite_cluster, dqlite_database):
+    async def open_conn():
+        return await dqlite.aio.connect(dqlite_cluster.addresses, dqlite_database)
+
+    loop = asyncio.new_event_loop()
+    conn = loop.run_until_complete(open_conn())
+    loop.run_until_complete(conn.execute("SELECT 1"))
+    loop.close()
+    conn.terminate()  # its loop is gone: still closes the socket
+    assert conn.closed
+    with pytest.raises(dqlite.ProgrammingError, match="closed"):
+        conn.cursor()
+
+
+def test_leader_transfer_while_tasks_run(dqlite_fresh_cluster):
+    """Tasks see a clean lost-connection error, and continue on the new leader."""
+    cluster = dqlite_fresh_cluster
+
+    async def main():
+        await make_table(cluster.addresses, "db", 100)
+        conns = [await dqlite.aio.connect(cluster.addresses, "db", autocommit=True) for _ in range(4)]
+        moved = asyncio.Event()
+        failures = []
+
+        async def worker(conn):
+            done = 0
+            while done < 200:
+                try:
+                    cur = await conn.execute("SELECT v FROM t WHERE id = ?", (done % 100,))
+                    assert await cur.fetchall() == [((done % 100) * 3,)]
+                    done += 1
+                except dqlite.ConnectionLostError as exc:
+                    failures.append(exc)
+                if done == 50:
+                    await moved.wait()
+            return done
+
+        async def mover():
+            await asyncio.sleep(0.05)
+            old = cluster.leader_node()
+            target = next(n for n in cluster.nodes if n is not old)
+            await asyncio.to_thread(ClusterAdmin(cluster.addresses).transfer, target.id)
+            moved.set()
+            return target.address
+
+        results = await asyncio.gather(mover(), *(worker(c) for c in conns))
+        new_leader = results[0]
+        assert results[1:] == [200] * 4
+        assert all(c.leader == new_leader for c in conns)
+        assert not any(isinstance(f, dqlite.CommitOutcomeUnknownError) for f in failures)
+        for c in conns:
+            await c.close()
+
+    run(main())
