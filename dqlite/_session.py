@@ -107,6 +107,25 @@ def as_params(params: Any) -> Sequence[Any]:
     return tuple(params)
 
 
+_last_description: tuple = (None, None, None)
+
+
+def _description(columns: list[str], types: tuple[int, ...] | None) -> tuple:
+    """cursor.description for these columns; the last one is reused.
+
+    The decoder hands out the same ``columns`` list while the column names
+    stay the same, so repeated executions of a statement build nothing.
+    """
+    global _last_description
+    last_columns, last_types, description = _last_description
+    if columns is last_columns and types == last_types:
+        return description
+    codes = types or (None,) * len(columns)
+    description = tuple((name, code, None, None, None, None, None) for name, code in zip(columns, codes))
+    _last_description = (columns, types, description)
+    return description
+
+
 class ResultState:
     """The part of a cursor that holds a result; shared by both cursor classes."""
 
@@ -164,10 +183,7 @@ class ResultState:
         self._rowcount = rowcount
 
     def _set_rows(self, decoder: Decoder, rows: list, done: bool) -> None:
-        columns = decoder.columns
-        types = decoder.first_row_types or (None,) * len(columns)
-        self._description = tuple(
-            (name, code, None, None, None, None, None) for name, code in zip(columns, types))
+        self._description = _description(decoder.columns, decoder.first_row_types)
         self._rows = rows
         self._pos = 0
         self._done = done
@@ -570,11 +586,21 @@ class Session:
             cursor._set_result(cursor._lastrowid, -1)
             return
 
-        prepared = yield from self._prepare(sql, info)
+        # The hot path (a cached statement, few parameters, connected) is
+        # written out inline: no nested generators to create.
+        prepared = self.statements.get(sql)
+        if prepared is None:
+            prepared = yield from self._prepare(sql, info)
+        else:
+            self.statements.move_to_end(sql)
         kind = prepared.info.kind  # a PRAGMA may have turned out to return no rows
-        params32 = yield from self._check_params(prepared, params)
-        yield from self._ensure_connected()
-        nfin = self._queue_finalizes()
+        if len(params) == prepared.nparams and prepared.nparams <= MAX_PARAMS_SCHEMA0:
+            params32 = False
+        else:
+            params32 = yield from self._check_params(prepared, params)
+        if self.connected_to is None:
+            yield from self.connect()
+        nfin = self._queue_finalizes() if self.to_finalize else 0
         begin = self._begin_if_needed(info)
         decoder = self.decoder
         if kind == _sql.QUERY or kind == _sql.PRAGMA:

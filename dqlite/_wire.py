@@ -7,6 +7,7 @@ compiled ``Encoder`` and every byte it receives goes to the ``Decoder``.
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -53,6 +54,30 @@ class Wire:
             raise ConnectionLostError(f"cannot connect to dqlite node {address}: {exc}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock: socket.socket | None = sock
+        self.set_timeout(timeout)
+
+    def set_timeout(self, timeout: float | None) -> None:
+        """Bound every later send and receive by ``timeout`` seconds.
+
+        The kernel enforces it (SO_RCVTIMEO/SO_SNDTIMEO) on a blocking
+        socket: a Python-level socket timeout would cost a poll() before
+        every send and every receive.
+        """
+        sock = self.sock
+        assert sock is not None
+        self.timeout = timeout
+        if timeout is None:
+            sock.settimeout(None)
+            return
+        seconds = int(timeout)
+        timeval = struct.pack("@ll", seconds, int((timeout - seconds) * 1e6))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        except OSError:
+            sock.settimeout(timeout)  # a platform without them: poll-based
+        else:
+            sock.settimeout(None)
 
     def handshake_and_send(self, data: bytes) -> None:
         """Send the protocol version and the first requests in one write."""
@@ -109,6 +134,7 @@ class Wire:
 
 
 def _describe(exc: OSError) -> str:
-    if isinstance(exc, (socket.timeout, TimeoutError)):
+    # A kernel timeout (SO_RCVTIMEO) surfaces as EAGAIN on a blocking socket.
+    if isinstance(exc, (socket.timeout, TimeoutError, BlockingIOError)):
         return "timed out"
     return str(exc) or type(exc).__name__

@@ -128,7 +128,7 @@ class Connection:
                 elif type(request) is Connect:
                     self._close_wire()
                     self._wire = Wire(request.address, request.timeout, self._session.decoder)
-                    self._wire.sock.settimeout(self._session.timeout)  # type: ignore[union-attr]
+                    self._wire.set_timeout(self._session.timeout)
                 elif type(request) is Sleep:
                     time.sleep(request.seconds)
                 else:  # pragma: no cover - a bug in the session
