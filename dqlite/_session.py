@@ -23,6 +23,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from ssl import SSLContext
 from typing import Any, NamedTuple
 
 from dqlite import _sql
@@ -209,6 +210,7 @@ class Session:
         parse_datetimes: bool,
         cached_statements: int,
         max_message_size: int,
+        ssl: SSLContext | None = None,
     ) -> None:
         addresses = [address] if isinstance(address, str) else list(address)
         if not addresses:
@@ -223,6 +225,7 @@ class Session:
         self.database = database
         self.timeout = float(timeout)
         self.autocommit = bool(autocommit)
+        self.ssl = ssl
         self.cached_statements = max(int(cached_statements), 1)
         self.encoder = Encoder()
         self.decoder = Decoder(max_message_size=max_message_size, parse_datetimes=parse_datetimes)

@@ -7,6 +7,7 @@ compiled ``Encoder`` and every byte it receives goes to the ``Decoder``.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from typing import TypeVar
@@ -43,16 +44,24 @@ class Wire:
 
     __slots__ = ("address", "sock", "decoder", "timeout")
 
-    def __init__(self, address: str, timeout: float | None, decoder: Decoder | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float | None,
+        decoder: Decoder | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
         self.decoder = decoder if decoder is not None else Decoder()
         host, port = parse_address(address)
         try:
             sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if ssl_context is not None:
+                sock = ssl_context.wrap_socket(sock, server_hostname=host)
+        except OSError as exc:  # ssl.SSLError is an OSError
             raise ConnectionLostError(f"cannot connect to dqlite node {address}: {exc}") from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock: socket.socket | None = sock
         self.set_timeout(timeout)
 
@@ -66,8 +75,9 @@ class Wire:
         sock = self.sock
         assert sock is not None
         self.timeout = timeout
-        if timeout is None:
-            sock.settimeout(None)
+        if timeout is None or isinstance(sock, ssl.SSLSocket):
+            # TLS reads must not see a bare EAGAIN: Python's own timeout there.
+            sock.settimeout(timeout)
             return
         seconds = int(timeout)
         timeval = struct.pack("@ll", seconds, int((timeout - seconds) * 1e6))

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
+from ssl import SSLContext
 from typing import Any
 
 from dqlite._protocol import Decoder
@@ -130,6 +131,7 @@ async def connect(
     parse_datetimes: bool = True,
     cached_statements: int = 128,
     max_message_size: int = 1 << 30,
+    ssl: SSLContext | None = None,
 ) -> AsyncConnection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -141,7 +143,7 @@ async def connect(
     session = Session(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-        max_message_size=max_message_size)
+        max_message_size=max_message_size, ssl=ssl)
     conn = AsyncConnection(session)
     await conn._run(session.connect())
     return conn
@@ -267,7 +269,11 @@ class AsyncConnection:
         protocol = _StreamProtocol(self._session.decoder)
         try:
             async with asyncio.timeout(request.timeout):
-                await loop.create_connection(lambda: protocol, host, port)
+                if self._session.ssl is None:
+                    await loop.create_connection(lambda: protocol, host, port)
+                else:
+                    await loop.create_connection(lambda: protocol, host, port, ssl=self._session.ssl,
+                                                 server_hostname=host)
         except (OSError, TimeoutError) as exc:
             raise ConnectionLostError(f"cannot connect to dqlite node {request.address}: {exc or 'timed out'}") from exc
         self._protocol = protocol

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from ssl import SSLContext
 from typing import Any
 
 from dqlite._session import CLOSE, Connect, Op, ResultState, Session, Sleep, as_params
@@ -42,6 +43,7 @@ def connect(
     parse_datetimes: bool = True,
     cached_statements: int = 128,
     max_message_size: int = 1 << 30,
+    ssl: SSLContext | None = None,
 ) -> Connection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -56,6 +58,8 @@ def connect(
     server's raw strings (``""`` still becomes ``None``) and UNIXTIME values
     as integers.  ``cached_statements`` bounds the prepared statements kept
     per connection; ``max_message_size`` the size of one server message.
+    ``ssl``: an ``ssl.SSLContext`` to speak TLS to the nodes (the host name
+    checked is the one in each node's address).
     """
     return Connection(
         address,
@@ -65,6 +69,7 @@ def connect(
         parse_datetimes=parse_datetimes,
         cached_statements=cached_statements,
         max_message_size=max_message_size,
+        ssl=ssl,
     )
 
 
@@ -93,11 +98,12 @@ class Connection:
         parse_datetimes: bool = True,
         cached_statements: int = 128,
         max_message_size: int = 1 << 30,
+        ssl: SSLContext | None = None,
     ) -> None:
         self._session = Session(
             address, database, timeout=timeout, autocommit=autocommit,
             parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-            max_message_size=max_message_size)
+            max_message_size=max_message_size, ssl=ssl)
         self._wire: Wire | None = None
         self._run(self._session.connect())
 
@@ -127,7 +133,8 @@ class Connection:
                     self._close_wire()
                 elif type(request) is Connect:
                     self._close_wire()
-                    self._wire = Wire(request.address, request.timeout, self._session.decoder)
+                    self._wire = Wire(request.address, request.timeout, self._session.decoder,
+                                      self._session.ssl)
                     self._wire.set_timeout(self._session.timeout)
                 elif type(request) is Sleep:
                     time.sleep(request.seconds)
