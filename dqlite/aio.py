@@ -169,6 +169,12 @@ class AsyncConnection:
         self._busy = False
         # A COMMIT cut off by cancellation: reported by the next operation.
         self._pending_error: Error | None = None
+        # The operation timeout: one watchdog timer per connection, re-armed
+        # lazily, rather than a timer per operation (see _on_watchdog).
+        self._deadline = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._timed_out = False
 
     # -- the I/O loop --------------------------------------------------------
 
@@ -182,24 +188,47 @@ class AsyncConnection:
             error, self._pending_error = self._pending_error, None
             raise error
         self._busy = True
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self._session.timeout
+        self._task = asyncio.current_task()
+        self._timed_out = False
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._deadline, self._on_watchdog)
         try:
-            try:
-                async with asyncio.timeout(self._session.timeout):
-                    return await self._drive(op)
-            except TimeoutError as exc:
+            return await self._drive(op)
+        except asyncio.CancelledError as exc:
+            if self._timed_out and self._task is not None and self._task.uncancel() == 0:
                 error, self._pending_error = self._pending_error, None
                 message = f"timed out after {self._session.timeout:g}s"
                 if error is None:
                     raise OperationalError(message) from exc
                 raise type(error)(f"{message}: {error}", code=error.code) from exc
-            except asyncio.CancelledError:
-                # Only a cancelled COMMIT is worth reporting later; whatever
-                # else was lost is in the session's state already.
-                if not isinstance(self._pending_error, CommitOutcomeUnknownError):
-                    self._pending_error = None
-                raise
+            # Cancelled from outside: only a cancelled COMMIT is worth
+            # reporting later; whatever else was lost is in the session's state.
+            if not isinstance(self._pending_error, CommitOutcomeUnknownError):
+                self._pending_error = None
+            raise
         finally:
+            self._deadline = 0.0
+            self._task = None
             self._busy = False
+
+    def _on_watchdog(self) -> None:
+        """The timer fired: time out the running operation if it is past its deadline.
+
+        Operations that finish in time only move ``_deadline``; the timer is
+        re-armed for the running operation's deadline, or left off when idle.
+        """
+        self._watchdog = None
+        deadline = self._deadline
+        if not deadline or self._task is None:
+            return
+        loop = self._task.get_loop()
+        if loop.time() < deadline:
+            self._watchdog = loop.call_at(deadline, self._on_watchdog)
+            return
+        self._timed_out = True
+        self._task.cancel()
 
     async def _drive(self, op: Op) -> Any:
         send = op.send
