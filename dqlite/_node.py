@@ -2,6 +2,8 @@
 
 Run as ``python -m dqlite._node --id N --address HOST:PORT --dir DATA_DIR``.
 :mod:`dqlite.server` starts one such process per node; users rarely run it by hand.
+``python -m dqlite._node --version`` prints the versions of the libdqlite,
+SQLite and glibc this host would load, and the path of the libdqlite file.
 
 The process protocol is deliberately tiny:
 
@@ -29,7 +31,7 @@ import select
 import signal
 import sys
 
-__all__ = ["LibdqliteNotFound", "NodeHostError", "load_libdqlite", "main"]
+__all__ = ["LibdqliteNotFound", "NodeHostError", "library_versions", "load_libdqlite", "main"]
 
 # Exit codes, so a parent can tell "no libdqlite" from "the node failed".
 EXIT_NO_LIBRARY = 3
@@ -96,6 +98,39 @@ def load_libdqlite() -> ctypes.CDLL:
         func.restype = restype
         func.argtypes = argtypes
     return lib
+
+
+def library_versions(lib: ctypes.CDLL) -> dict[str, str]:
+    """What a loaded libdqlite runs on: its version number and file, SQLite's and glibc's versions.
+
+    ``dqlite`` is ``dqlite_version_number()`` (major*10000 + minor*100 + patch;
+    note that Debian's 1.11.1 reports 11000, a missed upstream bump).
+    """
+    out: dict[str, str] = {}
+    version = getattr(lib, "dqlite_version_number", None)
+    if version is not None:
+        version.restype = ctypes.c_int
+        version.argtypes = []
+        out["dqlite"] = str(version())
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split(None, 5)[-1].strip()
+            if "libdqlite" in path:
+                out["libdqlite_path"] = path
+                break
+    try:
+        sqlite = ctypes.CDLL("libsqlite3.so.0")
+        sqlite.sqlite3_libversion.restype = ctypes.c_char_p
+        out["sqlite"] = sqlite.sqlite3_libversion().decode()
+    except (OSError, AttributeError):
+        pass
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version.restype = ctypes.c_char_p
+        out["glibc"] = libc.gnu_get_libc_version().decode()
+    except (OSError, AttributeError):
+        pass
+    return out
 
 
 class _Node:
@@ -199,6 +234,17 @@ def _wait_for_shutdown(wake_r: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one node until told to stop; return the process exit code."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv == ["--version"]:
+        try:
+            lib = load_libdqlite()
+        except LibdqliteNotFound as exc:
+            print(f"dqlite node host: {exc}", file=sys.stderr, flush=True)
+            return EXIT_NO_LIBRARY
+        for key, value in library_versions(lib).items():
+            print(f"{key}={value}")
+        return 0
     parser = argparse.ArgumentParser(
         prog="python -m dqlite._node", description="Host one dqlite node (libdqlite)."
     )

@@ -35,13 +35,17 @@ from dqlite.exceptions import (
     CommitOutcomeUnknownError,
     ConnectionLostError,
     DatabaseError,
+    DataError,
     Error,
+    IntegrityError,
     InterfaceError,
+    InternalError,
     NotSupportedError,
     OperationalError,
     ProgrammingError,
     ProtocolError,
     TransactionLostError,
+    Warning,
 )
 
 log = logging.getLogger("dqlite")
@@ -127,8 +131,55 @@ def _description(columns: list[str], types: tuple[int, ...] | None) -> tuple:
     return description
 
 
+class ConnectionBase:
+    """What the sync and the asyncio connection share: the session's state."""
+
+    _session: Session
+
+    # PEP 249 optional extension: the exceptions as connection attributes.
+    Warning = Warning
+    Error = Error
+    InterfaceError = InterfaceError
+    DatabaseError = DatabaseError
+    DataError = DataError
+    OperationalError = OperationalError
+    IntegrityError = IntegrityError
+    InternalError = InternalError
+    ProgrammingError = ProgrammingError
+    NotSupportedError = NotSupportedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__qualname__} {self._session.describe_state()}>"
+
+    @property
+    def database(self) -> str:
+        """The name of the open database."""
+        return self._session.database
+
+    @property
+    def leader(self) -> str | None:
+        """The address of the leader this connection talks to (None while disconnected)."""
+        return self._session.connected_to
+
+    @property
+    def in_transaction(self) -> bool:
+        """True while a transaction is open (like ``sqlite3.Connection.in_transaction``)."""
+        return self._session.in_transaction
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._session.closed
+
+
 class ResultState:
     """The part of a cursor that holds a result; shared by both cursor classes."""
+
+    _connection: Any
+
+    def __repr__(self) -> str:
+        state = "closed" if self._connection is None else f"rowcount={self._rowcount}"
+        return f"<{type(self).__module__}.{type(self).__qualname__} {state}>"
 
     _rows: list
     _pos: int

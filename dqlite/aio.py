@@ -30,21 +30,15 @@ from ssl import SSLContext
 from typing import Any
 
 from dqlite._protocol import Decoder
-from dqlite._session import CLOSE, Connect, Op, ResultState, Session, Sleep, as_params
+from dqlite._session import CLOSE, Connect, ConnectionBase, Op, ResultState, Session, Sleep, as_params
 from dqlite._wire import QUICKACK, parse_address
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
     ConnectionLostError,
-    DatabaseError,
-    DataError,
     Error,
-    IntegrityError,
     InterfaceError,
-    InternalError,
-    NotSupportedError,
     OperationalError,
     ProgrammingError,
-    Warning,
 )
 
 __all__ = ["AsyncConnection", "AsyncCursor", "connect"]
@@ -149,19 +143,8 @@ async def connect(
     return conn
 
 
-class AsyncConnection:
+class AsyncConnection(ConnectionBase):
     """An asyncio connection to the leader of a dqlite cluster (see ``connect``)."""
-
-    Warning = Warning
-    Error = Error
-    InterfaceError = InterfaceError
-    DatabaseError = DatabaseError
-    DataError = DataError
-    OperationalError = OperationalError
-    IntegrityError = IntegrityError
-    InternalError = InternalError
-    ProgrammingError = ProgrammingError
-    NotSupportedError = NotSupportedError
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -315,27 +298,6 @@ class AsyncConnection:
 
     # -- public API --------------------------------------------------------
 
-    def __repr__(self) -> str:
-        return f"<dqlite.aio.AsyncConnection {self._session.describe_state()}>"
-
-    @property
-    def database(self) -> str:
-        """The name of the open database."""
-        return self._session.database
-
-    @property
-    def leader(self) -> str | None:
-        """The address of the leader this connection talks to (None while disconnected)."""
-        return self._session.connected_to
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._session.in_transaction
-
-    @property
-    def closed(self) -> bool:
-        return self._session.closed
-
     @property
     def autocommit(self) -> bool:
         """False (default): PEP 249 transactions.  True: each statement commits itself.
@@ -434,10 +396,6 @@ class AsyncCursor(ResultState):
         self._connection: AsyncConnection | None = connection  # None once closed
         self._owner = connection
         self._init_result()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._connection is None else f"rowcount={self._rowcount}"
-        return f"<dqlite.aio.AsyncCursor {state}>"
 
     @property
     def connection(self) -> AsyncConnection:

@@ -13,20 +13,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from ssl import SSLContext
 from typing import Any
 
-from dqlite._session import CLOSE, Connect, Op, ResultState, Session, Sleep, as_params
+from dqlite._session import CLOSE, Connect, ConnectionBase, Op, ResultState, Session, Sleep, as_params
 from dqlite._wire import Wire
 from dqlite.exceptions import (
     ConnectionLostError,
-    DatabaseError,
-    DataError,
     Error,
-    IntegrityError,
-    InterfaceError,
-    InternalError,
-    NotSupportedError,
-    OperationalError,
     ProgrammingError,
-    Warning,
 )
 
 __all__ = ["Connection", "Cursor", "connect"]
@@ -61,51 +53,20 @@ def connect(
     ``ssl``: an ``ssl.SSLContext`` to speak TLS to the nodes (the host name
     checked is the one in each node's address).
     """
-    return Connection(
-        address,
-        database,
-        timeout=timeout,
-        autocommit=autocommit,
-        parse_datetimes=parse_datetimes,
-        cached_statements=cached_statements,
-        max_message_size=max_message_size,
-        ssl=ssl,
-    )
+    return Connection(Session(
+        address, database, timeout=timeout, autocommit=autocommit,
+        parse_datetimes=parse_datetimes, cached_statements=cached_statements,
+        max_message_size=max_message_size, ssl=ssl))
 
 
-class Connection:
+class Connection(ConnectionBase):
     """A DB-API 2.0 connection to the leader of a dqlite cluster."""
 
-    # PEP 249 optional extension: the exceptions as connection attributes.
-    Warning = Warning
-    Error = Error
-    InterfaceError = InterfaceError
-    DatabaseError = DatabaseError
-    DataError = DataError
-    OperationalError = OperationalError
-    IntegrityError = IntegrityError
-    InternalError = InternalError
-    ProgrammingError = ProgrammingError
-    NotSupportedError = NotSupportedError
-
-    def __init__(
-        self,
-        address: str | Sequence[str],
-        database: str = "main",
-        *,
-        timeout: float = 10.0,
-        autocommit: bool = False,
-        parse_datetimes: bool = True,
-        cached_statements: int = 128,
-        max_message_size: int = 1 << 30,
-        ssl: SSLContext | None = None,
-    ) -> None:
-        self._session = Session(
-            address, database, timeout=timeout, autocommit=autocommit,
-            parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-            max_message_size=max_message_size, ssl=ssl)
+    def __init__(self, session: Session) -> None:
+        """Connect through ``session`` (use ``dqlite.connect``)."""
+        self._session = session
         self._wire: Wire | None = None
-        self._run(self._session.connect())
+        self._run(session.connect())
 
     # -- the I/O loop --------------------------------------------------------
 
@@ -149,28 +110,6 @@ class Connection:
             wire.close()
 
     # -- public API --------------------------------------------------------
-
-    def __repr__(self) -> str:
-        return f"<dqlite.Connection {self._session.describe_state()}>"
-
-    @property
-    def database(self) -> str:
-        """The name of the open database."""
-        return self._session.database
-
-    @property
-    def leader(self) -> str | None:
-        """The address of the leader this connection talks to (None while disconnected)."""
-        return self._session.connected_to
-
-    @property
-    def in_transaction(self) -> bool:
-        """True while a transaction is open (like ``sqlite3.Connection.in_transaction``)."""
-        return self._session.in_transaction
-
-    @property
-    def closed(self) -> bool:
-        return self._session.closed
 
     @property
     def autocommit(self) -> bool:
@@ -264,10 +203,6 @@ class Cursor(ResultState):
         self._connection: Connection | None = connection  # None once closed
         self._owner = connection
         self._init_result()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._connection is None else f"rowcount={self._rowcount}"
-        return f"<dqlite.Cursor {state}>"
 
     @property
     def connection(self) -> Connection:

@@ -5,6 +5,22 @@
 * ``dqlite_fresh_cluster``: a 3-node cluster of the test's own, for tests that
   kill, stop or restart nodes.
 * ``dqlite_database``: a database name unique to the test.
+* ``dqlite_server``: which server the nodes run (:class:`ServerInfo`: the
+  libdqlite version number and file, SQLite's version), for test reports.
+
+Which libdqlite the nodes load is chosen per pytest run with
+``--dqlite-server=WHICH`` or the environment variable ``DQLITE_SERVER``:
+
+* ``system`` (default): the system's ``libdqlite.so.0`` (Debian bookworm: 1.11.1);
+* ``1.18``: Debian trixie's 1.18.1 unpacked in ``.deps/dqlite-1.18`` under the
+  rootdir (``scripts/fetch-dqlite-1.18.sh`` puts it there; ``make test-1.18``
+  runs it), started through that folder's own dynamic loader;
+* a path: a folder holding such an unpacked glibc + libdqlite.
+
+The choice is exported as ``DQLITE_SERVER_ROOT`` (see :mod:`dqlite.server`), so
+every ``LocalCluster`` of the run, also one a test builds itself or starts in a
+subprocess, runs that server. Tests never need to know which one it is: the
+driver learns what a server can do from its answers.
 
 Importing this module starts nothing and does not import the client: it is
 loaded by every pytest run in an environment where this package is installed.
@@ -15,17 +31,141 @@ without it they fail (not skip) with a message saying what to install.
 from __future__ import annotations
 
 import itertools
+import os
 import re
-from typing import TYPE_CHECKING, Iterator
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 import pytest
 
 if TYPE_CHECKING:
     from dqlite.server import LocalCluster
 
-__all__ = ["dqlite_cluster", "dqlite_database", "dqlite_fresh_cluster"]
+__all__ = ["ServerInfo", "dqlite_cluster", "dqlite_database", "dqlite_fresh_cluster", "dqlite_server"]
 
 _db_counter = itertools.count(1)
+
+#: Named private servers: folder under the rootdir, and how to get it.
+_PRIVATE_SERVERS = {
+    "1.18": (".deps/dqlite-1.18", "scripts/fetch-dqlite-1.18.sh"),
+}
+_SYSTEM_NAMES = {"", "system", "1.11"}
+
+
+class ServerInfo(NamedTuple):
+    """The server the run's nodes host."""
+
+    name: str                   # "system", "1.18" or a folder
+    root: str | None            # the private folder, None for the system library
+    version_number: int | None  # dqlite_version_number() (1.11.1 reports 11000)
+    library: str                # the libdqlite file the node host loads
+    sqlite: str                 # the SQLite version it runs on
+
+    def describe(self) -> str:
+        package = ""
+        if self.root:
+            # scripts/fetch-dqlite-*.sh records the unpacked package versions.
+            try:
+                for line in (Path(self.root) / "VERSIONS").read_text().splitlines():
+                    if line.startswith("libdqlite0 "):
+                        package = f" (package {line.split()[1]})"
+            except OSError:
+                pass
+        where = f"private loader in {self.root}" if self.root else "system library"
+        return (f"{self.library}{package}, dqlite_version_number() = {self.version_number}, "
+                f"SQLite {self.sqlite}, {where}")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("dqlite")
+    group.addoption(
+        "--dqlite-server",
+        default=None,
+        metavar="WHICH",
+        help="libdqlite for the test clusters' nodes: 'system' (default), '1.18' "
+        "(.deps/dqlite-1.18, see scripts/fetch-dqlite-1.18.sh) or a folder with an unpacked "
+        "glibc + libdqlite. Default: $DQLITE_SERVER.",
+    )
+
+
+def _resolve_root(config: pytest.Config) -> tuple[str, str | None]:
+    """(name, private folder or None) of the server chosen for this run."""
+    which = config.getoption("--dqlite-server", default=None)
+    if which is None:
+        which = os.environ.get("DQLITE_SERVER")
+    if which is None:
+        # Nothing chosen for pytest: honour a DQLITE_SERVER_ROOT set by hand.
+        which = os.environ.get("DQLITE_SERVER_ROOT", "")
+    which = which.strip()
+    if which in _SYSTEM_NAMES:
+        os.environ.pop("DQLITE_SERVER_ROOT", None)
+        return "system", None
+    if which in _PRIVATE_SERVERS:
+        folder, how = _PRIVATE_SERVERS[which]
+        # The checkout under test (rootdir), else the one this package lives in.
+        candidates = [Path(config.rootpath) / folder, Path(__file__).resolve().parent.parent / folder]
+        root = next((c for c in candidates if c.exists()), candidates[0])
+        hint = f"run {how} (or make test-{which}) first"
+    else:
+        root = Path(which).expanduser()
+        hint = "unpack libc6 and libdqlite0 there with dpkg -x"
+    from dqlite.server import NodeStartError, private_python_command
+
+    try:
+        private_python_command(root)
+    except NodeStartError as exc:
+        raise pytest.UsageError(f"--dqlite-server={which}: {exc}; {hint}") from None
+    return which, str(root.resolve())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    name, root = _resolve_root(config)
+    config._dqlite_server = (name, root)  # type: ignore[attr-defined]
+    config._dqlite_server_info = None  # type: ignore[attr-defined]
+    if root is not None:
+        # Every node host of this run (also in subprocesses) uses the private server.
+        os.environ["DQLITE_SERVER_ROOT"] = root
+    config.addinivalue_line(
+        "markers",
+        "server_independent: runs no dqlite node (codec, fake servers); "
+        "one run is enough, whatever --dqlite-server says",
+    )
+
+
+def _server_info(config: pytest.Config) -> ServerInfo:
+    info = getattr(config, "_dqlite_server_info", None)
+    if info is not None:
+        return info
+    name, root = getattr(config, "_dqlite_server", ("system", None))
+    from dqlite.server import default_python_command
+
+    command = default_python_command() + ["-m", "dqlite._node", "--version"]
+    fields: dict[str, str] = {}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        for line in done.stdout.splitlines():
+            key, _, value = line.partition("=")
+            fields[key] = value
+    except (OSError, subprocess.SubprocessError):
+        pass
+    number = fields.get("dqlite")
+    info = ServerInfo(
+        name=name,
+        root=root,
+        version_number=int(number) if number and number.isdigit() else None,
+        library=fields.get("libdqlite_path", "not found"),
+        sqlite=fields.get("sqlite", "unknown"),
+    )
+    config._dqlite_server_info = info  # type: ignore[attr-defined]
+    return info
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    name, root = getattr(config, "_dqlite_server", ("system", None))
+    if root is None:
+        return None  # the default: say nothing (and spawn nothing) in unrelated runs
+    return f"dqlite server: {_server_info(config).describe()}"
 
 
 def _start_cluster(nodes: int = 3) -> LocalCluster:
@@ -38,6 +178,12 @@ def _start_cluster(nodes: int = 3) -> LocalCluster:
     # A failure to start is an environment problem: show just the message
     # (failing outside the except block keeps the traceback chain out of it).
     pytest.fail(f"could not start a local dqlite cluster: {message}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def dqlite_server(pytestconfig: pytest.Config) -> ServerInfo:
+    """Which libdqlite this run's nodes load (for reports; not for version guesses)."""
+    return _server_info(pytestconfig)
 
 
 @pytest.fixture(scope="session")

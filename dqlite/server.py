@@ -37,11 +37,14 @@ from dqlite.exceptions import Error
 
 __all__ = [
     "DEFAULT_LATENCY_MS",
+    "SERVER_ROOT_ENV",
     "LocalCluster",
     "LocalNode",
     "NodeStartError",
+    "default_python_command",
     "free_ports",
     "main",
+    "private_python_command",
 ]
 
 log = logging.getLogger("dqlite.server")
@@ -59,8 +62,51 @@ _PROBE_TIMEOUT = 1.0
 _TRANSIENT = (Error, OSError)
 
 
+#: Environment variable naming a folder with a private glibc + libdqlite (see
+#: :func:`private_python_command`); when set, node hosts run from it by default.
+SERVER_ROOT_ENV = "DQLITE_SERVER_ROOT"
+
+
 class NodeStartError(RuntimeError):
     """A node process or a cluster could not be started (the message says why)."""
+
+
+def private_python_command(root: str | os.PathLike[str], python: str | None = None) -> list[str]:
+    """The ``python_command`` that runs a node host on the libraries unpacked in ``root``.
+
+    ``root`` holds Debian packages unpacked with ``dpkg -x`` (``libc6``,
+    ``libdqlite0`` and what it needs, e.g. from ``scripts/fetch-dqlite-1.18.sh``).
+    The command starts ``python`` (default: this interpreter) through that
+    folder's own dynamic loader with its library folder first on the search
+    path, so libdqlite and the glibc it was built for are loaded from there
+    while the interpreter and its modules stay the same::
+
+        ROOT/usr/lib/<multiarch>/ld-linux-*.so.* --library-path ROOT/usr/lib/<multiarch> PYTHON
+
+    Raises NodeStartError if ``root`` holds no loader or no libdqlite.
+    """
+    base = Path(root).resolve()
+    for libdir in sorted(base.glob("usr/lib/*-linux-gnu*")) + sorted(base.glob("lib/*-linux-gnu*")):
+        loaders = sorted(libdir.glob("ld-linux*.so.*"))
+        if loaders and (libdir / "libdqlite.so.0").exists():
+            return [str(loaders[0]), "--library-path", str(libdir), python or sys.executable]
+    raise NodeStartError(
+        f"{base} holds no dynamic loader and libdqlite.so.0 under usr/lib/<multiarch>/ "
+        "(unpack them there first, e.g. with scripts/fetch-dqlite-1.18.sh)"
+    )
+
+
+def default_python_command() -> list[str]:
+    """How node hosts start when no ``python_command`` is given.
+
+    ``[sys.executable]`` (the system libdqlite), or, when the environment
+    variable ``DQLITE_SERVER_ROOT`` names a folder, the private-loader command
+    of :func:`private_python_command` for it.
+    """
+    root = os.environ.get(SERVER_ROOT_ENV)
+    if root:
+        return private_python_command(root)
+    return [sys.executable]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -116,22 +162,29 @@ class LocalNode:
         python_command: Sequence[str] | None = None,
         log_path: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
+        bind_address: str | None = None,
     ) -> None:
         """Describe a node; nothing starts until :meth:`start`.
 
         ``python_command`` is how to run Python for the node host (default
-        ``[sys.executable]``); ``-m dqlite._node ...`` is appended, so e.g.
-        ``[LOADER, "--library-path", DIR, sys.executable]`` runs the node under a
-        private glibc and libdqlite. ``log_path`` receives the node's stderr
+        :func:`default_python_command`: ``[sys.executable]`` unless
+        ``DQLITE_SERVER_ROOT`` is set); ``-m dqlite._node ...`` is appended, so
+        e.g. ``[LOADER, "--library-path", DIR, sys.executable]`` (see
+        :func:`private_python_command`) runs the node under a private glibc and
+        libdqlite. ``log_path`` receives the node's stderr
         (default: ``data_dir`` + ``.log``). ``env`` replaces the environment.
+        ``bind_address`` makes the node listen there while it tells clients and
+        peers to reach it at ``address`` (e.g. a proxy in front of it); by
+        default it listens on ``address``.
         """
         self.id = node_id
         self.address = address
         self.data_dir = Path(data_dir)
         self.latency_ms = latency_ms
-        self.python_command = list(python_command) if python_command else [sys.executable]
+        self.python_command = list(python_command) if python_command else default_python_command()
         self.log_path = Path(log_path) if log_path else self.data_dir.with_name(self.data_dir.name + ".log")
         self.env = env
+        self.bind_address = bind_address
         self.process: subprocess.Popen[bytes] | None = None
 
     # -- process control -------------------------------------------------------
@@ -149,6 +202,8 @@ class LocalNode:
             "--address", self.address,
             "--dir", str(self.data_dir),
         ]  # fmt: skip
+        if self.bind_address is not None:
+            cmd += ["--bind", self.bind_address]
         if self.latency_ms is not None:
             cmd += ["--latency-ms", str(self.latency_ms)]
         return cmd
@@ -620,6 +675,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--base-dir", default=None, help="keep node data here (default: a temporary dir)")
     parser.add_argument("--latency-ms", type=int, default=DEFAULT_LATENCY_MS, help="raft network latency")
+    parser.add_argument(
+        "--server-root",
+        default=None,
+        help="run the nodes on the glibc + libdqlite unpacked in this folder "
+        f"(e.g. .deps/dqlite-1.18; default: ${SERVER_ROOT_ENV} if set, else the system libdqlite)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -633,7 +694,10 @@ def main(argv: list[str] | None = None) -> int:
     # (also while it is still starting).
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        with LocalCluster(args.nodes, base_dir=args.base_dir, host=args.host, latency_ms=args.latency_ms) as cluster:
+        command = private_python_command(args.server_root) if args.server_root else None
+        with LocalCluster(
+            args.nodes, base_dir=args.base_dir, host=args.host, latency_ms=args.latency_ms, python_command=command
+        ) as cluster:
             print(f"dqlite cluster ready: {','.join(cluster.addresses)}", flush=True)
             while True:
                 signal.pause()

@@ -1,6 +1,5 @@
 """The shortest path through the driver: connect, write, commit, read back."""
 
-import dqlite
 
 
 def test_connect_execute_commit_and_read_back(conn, connect):
