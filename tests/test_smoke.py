@@ -1,7 +1,6 @@
 """The shortest path through the driver: connect, write, commit, read back."""
 
 
-
 def test_connect_execute_commit_and_read_back(conn, connect):
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)")
     conn.execute("INSERT INTO t (s) VALUES (?)", ("hello",))
