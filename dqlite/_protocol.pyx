@@ -826,7 +826,7 @@ cdef class Decoder:
                 raise ProtocolError("ROWS message too short")
             ncols = load_u64(p)
             p += 8
-            if ncols == 0 or ncols > <uint64_t>((end - p) // 8):
+            if ncols > <uint64_t>((end - p) // 8):
                 raise ProtocolError(f"ROWS announces {ncols} columns, which its body cannot hold")
             for i in range(ncols):
                 nul = <const char*>memchr(p, 0, end - p)
@@ -877,9 +877,20 @@ cdef class Decoder:
         ncols = load_u64(p)
         p += 8
         # Each name takes at least one word: bound the count before using it.
-        if ncols == 0 or ncols > <uint64_t>((end - p) // 8):
+        if ncols > <uint64_t>((end - p) // 8):
             raise ProtocolError(f"ROWS announces {ncols} columns, which its body cannot hold")
         n = <Py_ssize_t>ncols
+        if n == 0:
+            # A statement without result columns run through QUERY: newer
+            # servers run it and answer like this (1.11 refuses it instead).
+            if self.batches > 0:
+                raise ProtocolError("ROWS batch with no columns in the middle of a result")
+            if end - p != 8 or (load_u64(p) != MARKER_DONE and load_u64(p) != MARKER_PART):
+                raise ProtocolError("ROWS with no columns must hold only its end marker")
+            self.columns = []
+            self.names_header = None
+            self.batches += 1
+            return load_u64(p) == MARKER_DONE
 
         names_start = p
         for i in range(n):

@@ -287,6 +287,8 @@ class Session:
         self.to_finalize: list[int] = []
         self.streaming: ResultState | None = None
         self.in_transaction = False
+        self.transaction_wrote = False   # the open transaction ran more than queries
+        self.unread = 0                  # answers owed by the server and not read yet
         self.transaction_lost: str | None = None
         self.closed = False
         self.params32: bool | None = None
@@ -336,18 +338,24 @@ class Session:
     # -- low-level steps ---------------------------------------------------
 
     def _read(self, reader) -> Op:
+        if self.unread:
+            yield from self._read_unread()
         decoder = self.decoder
         while decoder.next_message() < 0:
             yield RECV
         return reader()
 
     def _read_rows(self, out: list) -> Op:
+        if self.unread:
+            yield from self._read_unread()
         decoder = self.decoder
         while decoder.next_message() < 0:
             yield RECV
         return decoder.read_rows(out)
 
     def _skip_result(self) -> Op:
+        if self.unread:
+            yield from self._read_unread()
         decoder = self.decoder
         while True:
             while decoder.next_message() < 0:
@@ -358,6 +366,8 @@ class Session:
 
     def _discard_response(self) -> Op:
         """Consume one response whatever it is (after an earlier pipelined failure)."""
+        if self.unread:
+            yield from self._read_unread()
         decoder = self.decoder
         while decoder.next_message() < 0:
             yield RECV
@@ -365,6 +375,17 @@ class Session:
             yield from self._skip_result()
         else:
             decoder.skip()
+
+    def _read_unread(self) -> Op:
+        """Consume the answers to requests sent without waiting (see _end_read_only)."""
+        n, self.unread = self.unread, 0
+        for _ in range(n):
+            try:
+                yield from self._discard_response()
+            except (ConnectionLostError, ProtocolError):
+                raise
+            except Error:
+                pass  # the end of a read-only transaction: nothing was at stake
 
     def _ensure_connected(self) -> Op:
         if self.connected_to is None:
@@ -411,11 +432,16 @@ class Session:
                 # The server had a transaction open already: we are in it.
             self.in_transaction = True
 
-    def _track_transaction_control(self, kind: str) -> None:
+    def _track_transaction_control(self, info: _sql.Statement) -> None:
+        kind = info.kind
         if kind == _sql.BEGIN:
             self.in_transaction = True
+            # A write lock taken up front must be released before commit()
+            # returns: such a transaction counts as writing.
+            self.transaction_wrote = info.takes_write_lock
         elif kind in (_sql.COMMIT, _sql.ROLLBACK):
             self.in_transaction = False
+            self.transaction_wrote = False
 
     # -- failure handling --------------------------------------------------
 
@@ -441,6 +467,8 @@ class Session:
         self.streaming = None
         self.statements.clear()
         self.to_finalize.clear()
+        self.unread = 0
+        self.transaction_wrote = False
         self.decoder.reset()
         code = exc.code
         message = str(exc)
@@ -535,6 +563,7 @@ class Session:
         """
         remaining = max(deadline - time.monotonic(), 0.05)
         self.decoder.reset()
+        self.unread = 0
         yield Connect(address, min(remaining, self.timeout))
         enc = self.encoder
         enc.clear()
@@ -623,7 +652,12 @@ class Session:
                 "when a write runs through a query request; run the write and a SELECT instead")
         if self.streaming is not None:
             yield from self.finish_stream()
-        writing = info.kind != _sql.QUERY and (self.autocommit or info.kind == _sql.COMMIT)
+        if info.kind != _sql.QUERY:
+            self.transaction_wrote = True
+        # A write outside any transaction commits by itself: losing the
+        # connection after sending it leaves its outcome unknown.
+        writing = info.kind == _sql.COMMIT or (
+            info.kind != _sql.QUERY and self.autocommit and not self.in_transaction)
         yield from self._guarded(self._execute(cursor, sql, info, params), writing=writing)
 
     def _execute(self, cursor: ResultState, sql: str, info: _sql.Statement, params: Sequence[Any]) -> Op:
@@ -636,7 +670,7 @@ class Session:
             self.encoder.exec_sql(sql)
             yield from self._send_with_prologue(nfin, begin)
             yield from self._read(self.decoder.read_result)
-            self._track_transaction_control(kind)
+            self._track_transaction_control(info)
             cursor._set_result(cursor._lastrowid, -1)
             return
 
@@ -679,6 +713,17 @@ class Session:
             # show (the decoder's guard against endless empty batches trips here).
             while not done and not rows:
                 done = yield from self._read_rows(rows)
+            if not decoder.columns:
+                # No result columns: a newer server ran a row-less statement
+                # (a writing PRAGMA) through QUERY.  It has no result set.
+                # A SELECT always has columns: that answer would be garbage.
+                if kind != _sql.PRAGMA:
+                    raise ProtocolError("server answered a query with a result of no columns")
+                while not done:
+                    done = yield from self._read_rows(rows)
+                decoder.end_result()
+                cursor._set_result(cursor._lastrowid, -1)
+                return
             cursor._set_rows(decoder, rows, done)
             if done:
                 decoder.end_result()
@@ -691,7 +736,7 @@ class Session:
         if kind == _sql.DML:
             cursor._set_result(last_id if info.is_insert else cursor._lastrowid, changes)
         else:
-            self._track_transaction_control(kind)
+            self._track_transaction_control(info)
             cursor._set_result(cursor._lastrowid, -1)
 
     def executemany(self, cursor: ResultState, sql: str, seq_of_parameters: Iterable[Sequence[Any]]) -> Op:
@@ -709,9 +754,11 @@ class Session:
             return
         if self.streaming is not None:
             yield from self.finish_stream()
+        self.transaction_wrote = True
         # Outside a transaction the batch's RELEASE is its commit.
         total = yield from self._guarded(
-            self._executemany(sql, info, iter(seq_of_parameters)), writing=self.autocommit)
+            self._executemany(sql, info, iter(seq_of_parameters)),
+            writing=self.autocommit and not self.in_transaction)
         cursor._set_result(cursor._lastrowid, total if info.kind == _sql.DML else -1)
 
     def _executemany(self, sql: str, info: _sql.Statement, rows: Iterator[Sequence[Any]]) -> Op:
@@ -791,6 +838,7 @@ class Session:
         self.check_usable()
         if self.in_transaction:
             yield from self.commit()
+        self.transaction_wrote = True  # a script's own BEGIN ... COMMIT may write
         for statement in _sql.split_statements(script):
             info = self.classify(statement)
             if info.kind == _sql.DML_RETURNING:
@@ -808,7 +856,7 @@ class Session:
             self.encoder.exec_sql(statement)
             yield self.encoder.take()
             yield from self._read(self.decoder.read_result)
-        self._track_transaction_control(info.kind)
+        self._track_transaction_control(info)
 
     # -- transactions ------------------------------------------------------
 
@@ -823,6 +871,9 @@ class Session:
             return
         if self.streaming is not None:
             yield from self.finish_stream()
+        if not self.transaction_wrote:
+            yield from self._end_read_only("COMMIT")
+            return
         yield from self._end_transaction("COMMIT")
 
     def rollback(self) -> Op:
@@ -830,11 +881,21 @@ class Session:
         if self.transaction_lost is not None:
             self.transaction_lost = None
             self.in_transaction = False
+            if self.connected_to is not None:
+                # The server may hold a transaction of ours (the probe of
+                # _after_statement_error): end it, whatever it says.
+                try:
+                    yield from self._end_transaction("ROLLBACK")
+                except Error:
+                    pass
             return
         if not self.in_transaction:
             return
         if self.streaming is not None:
             yield from self.finish_stream()
+        if not self.transaction_wrote:
+            yield from self._end_read_only("ROLLBACK")
+            return
         try:
             yield from self._end_transaction("ROLLBACK")
         except ConnectionLostError:
@@ -842,6 +903,24 @@ class Session:
             # the rollback happened.
             self.transaction_lost = None
             self.in_transaction = False
+
+    def _end_read_only(self, sql: str) -> Op:
+        """End a transaction that only read, without waiting for the answer.
+
+        Nothing is at stake, so COMMIT/ROLLBACK is sent now (the server ends
+        the read snapshot at once) and its answer is read ahead of the next
+        request's: a pooled read costs one round trip, not two.
+        """
+        self.in_transaction = False
+        self.transaction_wrote = False
+        if self.connected_to is None:
+            return
+        self.encoder.exec_sql(sql)
+        try:
+            yield self.encoder.take()
+        except ConnectionLostError:
+            return  # the server drops the transaction with the connection
+        self.unread += 1
 
     def _end_transaction(self, sql: str) -> Op:
         try:
@@ -867,6 +946,7 @@ class Session:
                 return
             raise
         self.in_transaction = False
+        self.transaction_wrote = False
 
     # -- streaming results -------------------------------------------------
 

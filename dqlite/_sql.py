@@ -54,6 +54,8 @@ class Statement:
     has_tail: bool
     #: The statement is INSERT or REPLACE (lastrowid applies).
     is_insert: bool = False
+    #: BEGIN IMMEDIATE / EXCLUSIVE: takes the write lock before any write.
+    takes_write_lock: bool = False
 
     @property
     def returns_rows(self) -> bool:
@@ -127,7 +129,7 @@ def classify(sql: str) -> Statement:
             return Statement(DML_RETURNING, has_tail, head in ("INSERT", "REPLACE"))
         return Statement(DML, has_tail, head in ("INSERT", "REPLACE"))
     if head == "BEGIN":
-        return Statement(BEGIN, has_tail)
+        return Statement(BEGIN, has_tail, takes_write_lock=bool({"IMMEDIATE", "EXCLUSIVE"} & set(top_words)))
     if head in ("COMMIT", "END"):
         return Statement(COMMIT, has_tail)
     if head == "ROLLBACK":

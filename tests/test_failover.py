@@ -172,3 +172,16 @@ def test_hazards_are_refused_and_every_node_survives(cluster, api_connect):
     ClusterAdmin(cluster.addresses).describe(cluster.leader_address())
     conn.close()
     assert_all_alive(cluster)
+
+
+def test_losing_an_explicit_transaction_in_autocommit_mode(cluster, api_connect):
+    """BEGIN ... in autocommit mode: a lost leader loses the transaction, no unknown outcome."""
+    conn = api_connect(cluster.addresses, "db", autocommit=True)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO t VALUES (1)")
+    transfer_away(cluster)
+    with pytest.raises(dqlite.TransactionLostError):
+        conn.execute("INSERT INTO t VALUES (2)")
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)

@@ -93,7 +93,7 @@ ROWS_CASES = [
     Case("column count larger than the body", X, rows_raw(u64(1000) + text("x") + DONE), r"announces 1000 columns"),
     Case("column count u64 max", X, rows_raw(u64(2**64 - 1) + text("x") + DONE),
          r"announces 18446744073709551615 columns"),
-    Case("zero columns", X, rows_raw(u64(0) + DONE), r"announces 0 columns"),
+    Case("zero columns for a SELECT", X, rows_raw(u64(0) + DONE), r"no columns"),
     Case("body shorter than the column count", X, rows_raw(b""), r"too short"),
     Case("column name not terminated", X, rows_raw(u64(1) + b"xxxxxxxx" + b"yyyyyyyy"),
          r"column name is not NUL-terminated"),

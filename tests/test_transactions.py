@@ -172,3 +172,19 @@ def test_pragma_with_and_without_rows(connect):
     assert auto.execute("PRAGMA user_version").fetchone() == (7,)
     auto.execute("PRAGMA user_version = 8")  # the cached fallback path
     assert auto.execute("PRAGMA user_version").fetchone() == (8,)
+
+
+def test_read_only_transactions_end_cleanly(setup):
+    """The end of a transaction that only read is not waited for, yet takes effect."""
+    conn, observer = setup
+    assert count(conn) == 0 and conn.in_transaction
+    conn.commit()
+    assert not conn.in_transaction
+    observer.execute("INSERT INTO t VALUES (1)")
+    assert count(conn) == 1  # a new snapshot: the old one ended
+    conn.rollback()
+    observer.execute("INSERT INTO t VALUES (2)")
+    assert count(conn) == 2
+    conn.execute("INSERT INTO t VALUES (3)")
+    conn.commit()  # a writing transaction: its COMMIT is awaited
+    assert count(observer) == 3
