@@ -9,7 +9,9 @@ Each operation is a generator that yields what it needs from the I/O shell
 * ``bytes``: send them;
 * ``RECV`` (None): receive more bytes into the decoder;
 * ``CLOSE``: close the socket;
-* ``Connect(address, timeout)``: open a socket to a node (not handshaken);
+* ``Connect(address, timeout)``: open a socket to a node (not handshaken),
+  and bound each wait by ``timeout`` until ``CONNECTED``;
+* ``CONNECTED``: the connection is set up; waits go back to the operation's timeout;
 * ``Sleep(seconds)``: wait (between leader discovery rounds).
 
 The shell (``dqlite.connection`` blocking, ``dqlite.aio`` asyncio) performs
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from ssl import SSLContext
 from typing import Any, NamedTuple
@@ -53,12 +56,16 @@ log = logging.getLogger("dqlite")
 RECV = None
 
 
-class _Close:
+class _Sentinel:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
     def __repr__(self) -> str:
-        return "CLOSE"
+        return self.name
 
 
-CLOSE = _Close()
+CLOSE = _Sentinel("CLOSE")
+CONNECTED = _Sentinel("CONNECTED")
 
 
 class Connect(NamedTuple):
@@ -391,6 +398,22 @@ class Session:
         if self.connected_to is None:
             yield from self.connect()
 
+    @contextmanager
+    def _encoding(self) -> Iterator[None]:
+        """Encode a request and what travels ahead of it, all or nothing.
+
+        A parameter the encoder refuses must not leave the BEGIN or the
+        FINALIZEs queued before it in the buffer, to be sent with the next
+        request and answered out of step.
+        """
+        to_finalize = list(self.to_finalize)
+        try:
+            yield
+        except BaseException:
+            self.encoder.clear()
+            self.to_finalize = to_finalize
+            raise
+
     def _queue_finalizes(self) -> int:
         """Encode FINALIZE for evicted statements; returns how many EMPTYs to read."""
         n = len(self.to_finalize)
@@ -533,9 +556,12 @@ class Session:
         delay = 0.01
         errors: dict[str, str] = {}
         while True:
+            # Each node gets a share of the time: a frozen or partitioned node
+            # (often the last known leader) must not use up the whole budget.
+            attempt = max(self.timeout / len(candidates), min(self.timeout, 0.5))
             for address in candidates:
                 try:
-                    leader = yield from self._open_on_leader(address, deadline)
+                    leader = yield from self._open_on_leader(address, deadline, attempt)
                 except Error as exc:
                     yield CLOSE
                     errors[address] = str(exc)
@@ -554,17 +580,18 @@ class Session:
             yield Sleep(delay)
             delay = min(delay * 2, 0.5)
 
-    def _open_on_leader(self, address: str, deadline: float, hops: int = 1) -> Op:
+    def _open_on_leader(self, address: str, deadline: float, attempt: float, hops: int = 1) -> Op:
         """Connect to ``address``; if it leads, open the database there.
 
         The handshake, LEADER and OPEN travel in one write: on the leader the
         connection is ready after one round trip.  Returns the leader's
         address, or None (with the socket closed) if it could not be reached.
+        Until CONNECTED, the shell bounds each wait by ``attempt`` seconds.
         """
         remaining = max(deadline - time.monotonic(), 0.05)
         self.decoder.reset()
         self.unread = 0
-        yield Connect(address, min(remaining, self.timeout))
+        yield Connect(address, min(remaining, attempt))
         enc = self.encoder
         enc.clear()
         enc.leader()
@@ -573,10 +600,11 @@ class Session:
         _, leader = yield from self._read(self.decoder.read_server)
         if leader == address:
             yield from self._read(self.decoder.read_db)
+            yield CONNECTED
             return address
         yield CLOSE
         if leader and hops > 0:
-            return (yield from self._open_on_leader(leader, deadline, hops - 1))
+            return (yield from self._open_on_leader(leader, deadline, attempt, hops - 1))
         return None
 
     # -- statements --------------------------------------------------------
@@ -665,9 +693,10 @@ class Session:
         if not params and kind in _EXEC_SQL_KINDS:
             # DDL and transaction control: one EXEC_SQL, nothing worth caching.
             yield from self._ensure_connected()
-            nfin = self._queue_finalizes()
-            begin = self._begin_if_needed(info)
-            self.encoder.exec_sql(sql)
+            with self._encoding():
+                nfin = self._queue_finalizes()
+                begin = self._begin_if_needed(info)
+                self.encoder.exec_sql(sql)
             yield from self._send_with_prologue(nfin, begin)
             yield from self._read(self.decoder.read_result)
             self._track_transaction_control(info)
@@ -688,11 +717,15 @@ class Session:
             params32 = yield from self._check_params(prepared, params)
         if self.connected_to is None:
             yield from self.connect()
-        nfin = self._queue_finalizes() if self.to_finalize else 0
-        begin = self._begin_if_needed(info)
+        with self._encoding():
+            nfin = self._queue_finalizes() if self.to_finalize else 0
+            begin = self._begin_if_needed(info)
+            if kind == _sql.QUERY or kind == _sql.PRAGMA:
+                self.encoder.query(prepared.stmt_id, params, params32)
+            else:
+                self.encoder.exec(prepared.stmt_id, params, params32)
         decoder = self.decoder
         if kind == _sql.QUERY or kind == _sql.PRAGMA:
-            self.encoder.query(prepared.stmt_id, params, params32)
             yield from self._send_with_prologue(nfin, begin)
             rows: list = []
             try:
@@ -730,7 +763,6 @@ class Session:
             else:
                 self.streaming = cursor
             return
-        self.encoder.exec(prepared.stmt_id, params, params32)
         yield from self._send_with_prologue(nfin, begin)
         last_id, changes = yield from self._read(decoder.read_result)
         if kind == _sql.DML:

@@ -26,6 +26,10 @@ def parse_address(address: str) -> tuple[str, int]:
     """``"host:port"`` (or ``"[v6]:port"``, or a bare host meaning port 9001) -> (host, port)."""
     if not isinstance(address, str) or not address:
         raise InterfaceError(f"invalid node address {address!r}: expected 'host:port'")
+    if "@" in address:
+        # Never echo it: what precedes the '@' is likely a password.
+        raise InterfaceError("a node address cannot carry credentials (user:password@): dqlite has none; "
+                             "give 'host:port'")
     host, sep, port = address.rpartition(":")
     if not sep or (host.startswith("[") != host.endswith("]")) or (":" in host and not host.startswith("[")):
         host, port = address, str(DEFAULT_PORT)

@@ -30,7 +30,7 @@ from ssl import SSLContext
 from typing import Any
 
 from dqlite._protocol import Decoder
-from dqlite._session import CLOSE, Connect, ConnectionBase, Op, ResultState, Session, Sleep, as_params
+from dqlite._session import CLOSE, CONNECTED, Connect, ConnectionBase, Op, ResultState, Session, Sleep, as_params
 from dqlite._wire import QUICKACK, parse_address
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
@@ -158,6 +158,7 @@ class AsyncConnection(ConnectionBase):
         self._watchdog: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[Any] | None = None
         self._timed_out = False
+        self._attempt_timeout: float | None = None  # set while connecting
 
     # -- the I/O loop --------------------------------------------------------
 
@@ -228,7 +229,15 @@ class AsyncConnection(ConnectionBase):
                     protocol = self._protocol
                     if protocol is None:
                         raise ConnectionLostError("not connected")
-                    await protocol.wait_for_input()
+                    if self._attempt_timeout is None:
+                        await protocol.wait_for_input()
+                    else:
+                        # Setting up a connection: this node gets a share of the time.
+                        try:
+                            async with asyncio.timeout(self._attempt_timeout):
+                                await protocol.wait_for_input()
+                        except TimeoutError:
+                            raise ConnectionLostError("timed out") from None
                 elif type(request) is bytes:
                     protocol = self._protocol
                     if protocol is None or protocol.transport is None or protocol.transport.is_closing():
@@ -238,7 +247,10 @@ class AsyncConnection(ConnectionBase):
                     self._close_transport()
                 elif type(request) is Connect:
                     self._close_transport()
+                    self._attempt_timeout = request.timeout
                     await self._open(request)
+                elif request is CONNECTED:
+                    self._attempt_timeout = None
                 elif type(request) is Sleep:
                     await asyncio.sleep(request.seconds)
                 else:  # pragma: no cover - a bug in the session
@@ -291,6 +303,7 @@ class AsyncConnection(ConnectionBase):
         self._protocol = protocol
 
     def _close_transport(self) -> None:
+        self._attempt_timeout = None
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.abort()

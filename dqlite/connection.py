@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from ssl import SSLContext
 from typing import Any
 
-from dqlite._session import CLOSE, Connect, ConnectionBase, Op, ResultState, Session, Sleep, as_params
+from dqlite._session import CLOSE, CONNECTED, Connect, ConnectionBase, Op, ResultState, Session, Sleep, as_params
 from dqlite._wire import Wire
 from dqlite.exceptions import (
     ConnectionLostError,
@@ -96,7 +96,9 @@ class Connection(ConnectionBase):
                     self._close_wire()
                     self._wire = Wire(request.address, request.timeout, self._session.decoder,
                                       self._session.ssl)
-                    self._wire.set_timeout(self._session.timeout)
+                elif request is CONNECTED:
+                    if wire is not None:
+                        wire.set_timeout(self._session.timeout)
                 elif type(request) is Sleep:
                     time.sleep(request.seconds)
                 else:  # pragma: no cover - a bug in the session
