@@ -173,3 +173,19 @@ def connect(api_connect, dqlite_cluster, dqlite_database) -> Callable[..., Any]:
 def conn(connect) -> Any:
     """A PEP 249 (non-autocommit) connection to this test's database."""
     return connect()
+
+
+@pytest.fixture(scope="session")
+def server_caps(dqlite_cluster):
+    """What the server under test does where dqlite versions differ (tests/servercaps.py).
+
+    Probed with raw bytes, independently of the driver, to set the tests'
+    expectations; the driver has to find out the same by itself.
+    """
+    try:
+        from servercaps import probe
+    except ImportError:  # tests/ imported as a package
+        from tests.servercaps import probe  # type: ignore[no-redef]
+    leader = dqlite_cluster.wait_for_leader()
+    follower = next(a for a in dqlite_cluster.addresses if a != leader)
+    return probe(leader, follower)

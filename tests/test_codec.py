@@ -16,7 +16,7 @@ import pytest
 import dqlite
 from dqlite._protocol import Decoder, Encoder, encode_handshake
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.server_independent]
 
 DONE = b"\xff" * 8
 PART = b"\xee" * 8

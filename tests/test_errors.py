@@ -72,11 +72,18 @@ def test_hierarchy_matches_pep_249():
         assert issubclass(cls, dqlite.OperationalError)
 
 
-def test_more_than_255_parameters_on_a_server_without_params32(auto):
-    """libdqlite 1.11.1 has no 32-bit parameter count: refused with a clear message."""
+def test_more_than_255_parameters(auto, server_caps):
+    """Above 255 parameters the driver needs the 32-bit count (libdqlite 1.12+).
+
+    It finds out from the server's answer: bound on a server that has it
+    (1.18.1), refused with a clear message on one that has not (1.11.1).
+    """
     placeholders = ", ".join("?" * 300)
-    with pytest.raises(dqlite.NotSupportedError, match="at most 255"):
-        auto.execute(f"SELECT {placeholders}", tuple(range(300)))
+    if server_caps.params32:
+        assert auto.execute(f"SELECT {placeholders}", tuple(range(300))).fetchone() == tuple(range(300))
+    else:
+        with pytest.raises(dqlite.NotSupportedError, match="at most 255"):
+            auto.execute(f"SELECT {placeholders}", tuple(range(300)))
     assert auto.execute(f"SELECT {', '.join('?' * 255)}", tuple(range(255))).fetchone() == tuple(range(255))
 
 

@@ -33,7 +33,7 @@ except ImportError:  # tests/ imported as a package
         result_message, row_header, rows_message, text, u64,
     )
 
-pytestmark = pytest.mark.timeout(20)
+pytestmark = [pytest.mark.timeout(20), pytest.mark.server_independent]
 
 R_FAILURE, R_SERVER, R_DB, R_STMT, R_RESULT, R_ROWS, R_EMPTY = 0, 1, 4, 5, 6, 7, 8
 SQL = "SELECT x FROM t"
