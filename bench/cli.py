@@ -1,0 +1,400 @@
+"""``python -m bench``: the benchmark of shared/docs/bench.md, end to end.
+
+With no arguments: start a local 3-node cluster (``dqlite.server``), seed the
+data on it and in a local sqlite3 file, then run every workload for this
+project's driver (DB-API, asyncio, SQLAlchemy Core, ORM, sync and async
+engines), for the sqlite3 reference and for the wire floor (W8), and print a
+table and the targets.
+
+Every (workload, driver, round) runs in a fresh worker process
+(``bench.worker``); within a round the drivers of a workload run one after
+the other (A B C, A B C, ...), so drift of a shared machine hits all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from bench import data, floor, report, worker
+from bench.clients import DqliteClient
+from bench.progress import Progress
+from bench.report import Contestant
+from bench.workloads import WORKLOADS
+
+DEFAULT_ROUNDS = 5
+DEFAULT_ROWS = 100_000
+DEFAULT_DATABASE = "bench"
+#: Workloads run in this order; W8 runs in the rounds of W2 (it is W2's floor).
+ORDER = ["W1", "W2", "W8", "W3", "W4", "W5", "W6", "W7", "M1"]
+GROUPED = {"W8": "W2"}
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Setup:
+    """Where the workers find the data."""
+
+    addresses: list[str]  # leader first
+    database: str
+    sqlite_path: str
+    rows: int
+    timeout: float
+    profile_dir: str | None
+    loop: str  # event loop of the async workloads
+    shim_dir: str  # PYTHONPATH for --compare: holds only a link to this bench package
+
+
+# -- arguments ------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark the dqlite client against a real cluster (shared/docs/bench.md).",
+        epilog="Workloads: " + ", ".join(f"{w.id} {w.title}" for w in WORKLOADS.values())
+        + ". See README.md, section Benchmark.",
+    )
+    parser.add_argument(
+        "--url",
+        help="use an existing cluster instead of starting one: host:port[,host:port...] or "
+        "dqlite://host:port[,...][/database] (the table is seeded if it does not hold --rows rows)",
+    )
+    parser.add_argument("--database", help=f"database name on the cluster (default {DEFAULT_DATABASE})")
+    parser.add_argument(
+        "--workloads", default=",".join(ORDER),
+        help="comma-separated subset (default: all); W2 brings W8, its floor, along",
+    )
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                        help=f"fresh-process runs of each driver per workload (default {DEFAULT_ROUNDS})")
+    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
+                        help=f"rows in the bench table (default {DEFAULT_ROWS:,}); M1 always iterates 1,000,000")
+    parser.add_argument("--json", metavar="FILE", help="write every measurement, the summary and the targets")
+    parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the ratios to the reference (matplotlib)")
+    parser.add_argument(
+        "--compare", metavar="PYTHON",
+        help="also run the client workloads through this interpreter, which has another dqlite client "
+        "installed, alternating with ours round by round (see bench/worker.py for what it needs)",
+    )
+    parser.add_argument(
+        "--compare-client", default="auto", metavar="NAME",
+        help="the client of the --compare interpreter: auto (default), dqlite, dqlitedbapi or module:NAME",
+    )
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="event loop of the async workloads (default: asyncio's own)")
+    parser.add_argument("--profile", metavar="DIR", help="cProfile each measured part into DIR/*.pstats")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds one worker may take (default 600)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.rows < 1:
+        parser.error("--rows must be at least 1")
+    wanted = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(ORDER)}")
+    if "W2" in wanted and "W8" not in wanted:
+        wanted.append("W8")
+    args.workload_list = [w for w in ORDER if w in wanted]
+    return args
+
+
+def parse_cluster_url(text: str) -> tuple[list[str], str | None]:
+    """Addresses and database from ``--url``: ``h:p,h:p`` or ``dqlite://h:p[,h:p][/db][?host=h:p]``."""
+    if "://" not in text:
+        text = "dqlite://" + text
+    parts = urlsplit(text)
+    addresses = [a for a in parts.netloc.split(",") if a]
+    for value in parse_qs(parts.query).get("host", []):
+        addresses += [a for a in value.split(",") if a]
+    database = parts.path.strip("/") or None
+    if not addresses:
+        raise ValueError(f"--url {text!r} names no node")
+    return addresses, database
+
+
+# -- the plan --------------------------------------------------------------------------
+
+
+def plan(
+    workload_ids: list[str], compare: str | None, compare_client: str, other_name: str = "other"
+) -> list[Contestant]:
+    """Every contestant, in the order they run within a round.
+
+    ``other_name`` labels the --compare client's rows.
+    """
+    contestants = []
+    for wid in workload_ids:
+        w = WORKLOADS[wid]
+        for driver in w.apis:
+            if driver == "wire":
+                contestants.append(Contestant(wid, "dqlite", driver, "floor", sys.executable))
+                continue
+            contestants.append(Contestant(wid, "dqlite", driver, "ours", sys.executable))
+            if compare:
+                contestants.append(Contestant(wid, compare_client, driver, "other", compare))
+        if w.ref_api:
+            contestants.append(Contestant(wid, "sqlite", w.ref_api, "ref", sys.executable))
+    for c in contestants:
+        c.label = report.driver_label(other_name if c.role == "other" else c.client, c.driver)
+    return contestants
+
+
+def schedule(contestants: list[Contestant], rounds: int) -> list[tuple[Contestant, int]]:
+    """(contestant, round) in run order: round by round within each workload group."""
+    groups: dict[str, list[Contestant]] = {}
+    for c in contestants:
+        groups.setdefault(GROUPED.get(c.workload, c.workload), []).append(c)
+    return [(c, r) for group in groups.values() for r in range(1, rounds + 1) for c in group]
+
+
+# -- running workers ---------------------------------------------------------------------
+
+
+def worker_command(c: Contestant, round_: int, setup: Setup) -> list[str]:
+    cmd = [
+        c.python, "-m", "bench.worker",
+        "--workload", c.workload, "--driver", c.driver, "--client", c.client,
+        "--addresses", ",".join(setup.addresses), "--database", setup.database,
+        "--rows", str(setup.rows), "--round", str(round_), "--sqlite", setup.sqlite_path,
+        "--loop", setup.loop,
+    ]  # fmt: skip
+    if setup.profile_dir:
+        name = f"{c.workload}-{c.role}-{c.client}-{c.driver}-r{round_}.pstats".replace(":", "_")
+        cmd += ["--profile", os.path.join(setup.profile_dir, name)]
+    return cmd
+
+
+def run_worker(c: Contestant, round_: int, setup: Setup) -> dict[str, Any]:
+    """One worker process; its JSON record, tagged with the contestant."""
+    env = dict(os.environ)
+    if c.role == "other":
+        # Only the bench package, so the other interpreter measures its own client.
+        env["PYTHONPATH"], cwd = setup.shim_dir, setup.shim_dir
+    else:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        cwd = str(REPO)
+    tag = {"key": list(c.key), "label": c.label, "role": c.role, "interpreter": c.python}
+    try:
+        proc = subprocess.run(worker_command(c, round_, setup), cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=setup.timeout)
+    except subprocess.TimeoutExpired:
+        return {**tag, "workload": c.workload, "round": round_, "status": "error",
+                "reason": f"worker timed out after {setup.timeout:g} s"}
+    except OSError as exc:
+        return {**tag, "workload": c.workload, "round": round_, "status": "error", "reason": str(exc)}
+    record = None
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+                break
+            except ValueError:
+                continue
+    if record is None:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        record = {"workload": c.workload, "round": round_, "status": "error",
+                  "reason": f"worker exited {proc.returncode} without a result: {tail}"}
+    elif record.get("status") == "error" and proc.stderr.strip():
+        record["stderr"] = proc.stderr.strip()[-2000:]
+    return {**record, **tag}
+
+
+def probe_other(python: str, client: str, setup: Setup) -> tuple[str, str]:
+    """(name, version) of the client the --compare interpreter will measure."""
+    code = (
+        "import sys; from bench.clients import resolve; "
+        "c = resolve(sys.argv[1], sys.argv[2].split(','), sys.argv[3]); print(c.name); print(c.version())"
+    )
+    env = {**os.environ, "PYTHONPATH": setup.shim_dir}
+    proc = subprocess.run([python, "-c", code, client, ",".join(setup.addresses), setup.database],
+                          cwd=setup.shim_dir, env=env, capture_output=True, text=True, timeout=60)
+    lines = proc.stdout.split("\n")
+    if proc.returncode != 0 or len(lines) < 2:
+        raise RuntimeError(f"--compare {python}: cannot load client {client!r}: "
+                           f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return lines[0].strip(), lines[1].strip()
+
+
+def precheck(contestants: list[Contestant], setup: Setup) -> dict[tuple[str, str, str, str], str]:
+    """Contestants of ours that cannot run here, with the reason (checked once, in-process)."""
+    skipped = {}
+    client = DqliteClient(setup.addresses, setup.database)
+    for c in contestants:
+        if c.role == "ours" and c.driver in ("sa", "sa.aio"):
+            reason = worker._sqlalchemy_missing(c.driver, client)
+            if reason:
+                skipped[c.key] = reason
+    return skipped
+
+
+def run_all(contestants: list[Contestant], rounds: int, setup: Setup, show_progress: bool) -> list[dict[str, Any]]:
+    """Run the schedule; every record (skips included)."""
+    records: list[dict[str, Any]] = []
+    skipped = precheck(contestants, setup)
+    for c in contestants:
+        if c.key in skipped:
+            records.append({"key": list(c.key), "label": c.label, "role": c.role, "workload": c.workload,
+                            "round": None, "status": "skipped", "reason": skipped[c.key]})
+    tasks = [(c, r) for c, r in schedule(contestants, rounds) if c.key not in skipped]
+    bar = Progress(len(tasks), enabled=show_progress)
+    for key, reason in skipped.items():
+        bar.note(f"skipping {key[0]} {report.driver_label(key[2], key[3])}: {reason}")
+    for c, r in tasks:
+        w = WORKLOADS[c.workload]
+        bar.step(f"{c.workload} {w.title}: {c.label}, round {r}/{rounds}")
+        if c.key in skipped:
+            continue
+        record = run_worker(c, r, setup)
+        records.append(record)
+        if record["status"] == "skipped":
+            skipped[c.key] = record.get("reason", "")
+            bar.note(f"skipping {c.workload} {c.label}: {record.get('reason')}")
+        elif record["status"] == "error":
+            bar.note(f"error in {c.workload} {c.label}, round {r}: {record.get('reason')}")
+    bar.done()
+    return records
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def _shim_dir(tmp: str) -> str:
+    """A directory holding only ``bench`` (a link to this package), for --compare's PYTHONPATH."""
+    shim = os.path.join(tmp, "shim")
+    os.makedirs(shim)
+    os.symlink(REPO / "bench", os.path.join(shim, "bench"))
+    return shim
+
+
+def _seed(addresses: list[str], database: str, sqlite_path: str, rows: int, show_progress: bool) -> None:
+    """The bench table on the cluster (unless it already holds ``rows`` rows) and in the file."""
+    import dqlite
+
+    conn = dqlite.connect(addresses, database)
+    try:
+        needed = data.count_rows(conn) != rows
+        batches = len(list(data.chunks(rows))) if needed else 0
+        bar = Progress(batches + (2 if needed else 1), enabled=show_progress)
+        written = 0
+
+        def step(count: int) -> None:
+            nonlocal written
+            written += count
+            bar.step(f"seeding the cluster: {written:,} of {rows:,} rows written")
+
+        if needed:
+            step(0)
+            data.seed(conn, rows, step)
+        else:
+            print(f"the cluster's database {database!r} already holds the {rows:,} bench rows: kept", file=sys.stderr)
+    finally:
+        conn.close()
+    bar.step(f"seeding the sqlite3 reference file ({rows:,} rows)")
+    data.seed_sqlite(sqlite_path, rows)
+    bar.done()
+
+
+def _meta(args: argparse.Namespace, setup: Setup, cluster: str, started: datetime.datetime) -> dict[str, Any]:
+    import sqlite3
+
+    import dqlite
+
+    return {
+        "started": started.isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "dqlite": getattr(dqlite, "__version__", "?"),
+        "sqlite3": sqlite3.sqlite_version,
+        "cluster": cluster,
+        "addresses": setup.addresses,
+        "database": setup.database,
+        "rows": setup.rows,
+        "rounds": args.rounds,
+        "workloads": args.workload_list,
+        "compare": args.compare,
+        "loop": args.loop,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = datetime.datetime.now()
+    show_progress = not args.no_progress
+    with ExitStack() as stack:
+        tmp = tempfile.mkdtemp(prefix="dqlite-bench-")
+        stack.callback(shutil.rmtree, tmp, True)
+        if args.url:
+            addresses, database = parse_cluster_url(args.url)
+            database = args.database or database or DEFAULT_DATABASE
+            cluster = f"existing cluster {','.join(addresses)}"
+        else:
+            from dqlite.server import LocalCluster
+
+            print("starting a local 3-node dqlite cluster ...", file=sys.stderr)
+            local = stack.enter_context(LocalCluster(nodes=3))
+            addresses, database = local.addresses, args.database or DEFAULT_DATABASE
+            cluster = "local 3-node cluster (dqlite.server)"
+        leader = floor.find_leader(addresses)
+        addresses = [leader] + [a for a in addresses if a != leader]
+        setup = Setup(
+            addresses=addresses,
+            database=database,
+            sqlite_path=os.path.join(tmp, "reference.sqlite3"),
+            rows=args.rows,
+            timeout=args.timeout,
+            profile_dir=args.profile,
+            loop=args.loop,
+            shim_dir=_shim_dir(tmp),
+        )
+        if args.profile:
+            os.makedirs(args.profile, exist_ok=True)
+        print(f"cluster: {cluster}, leader {leader}, database {database!r}", file=sys.stderr)
+        _seed(addresses, database, setup.sqlite_path, args.rows, show_progress)
+        other_name = "other"
+        if args.compare:
+            name, version = probe_other(args.compare, args.compare_client, setup)
+            other_name = f"{name} (other)" if name == "dqlite" else name
+            print(f"compare: {args.compare} measures {version}", file=sys.stderr)
+        contestants = plan(args.workload_list, args.compare, args.compare_client, other_name)
+        records = run_all(contestants, args.rounds, setup, show_progress)
+        meta = _meta(args, setup, cluster, started)
+
+    rows = report.build_rows(contestants, records)
+    targets = report.evaluate_targets(rows)
+    versions = sorted({r["version"] for r in records if r.get("version") and r.get("role") in ("ours", "other")})
+    print()
+    print(f"dqlite benchmark, {meta['started']}: {cluster}, {args.rows:,} rows, {args.rounds} round(s), "
+          f"Python {meta['python']}, {meta['cpus']} CPUs; clients: {', '.join(versions) or '-'}; "
+          f"reference: sqlite3 {meta['sqlite3']} on a local file")
+    print()
+    print(report.format_table(rows, args.rounds))
+    comparison = report.format_comparison(rows)
+    if comparison:
+        print()
+        print(comparison)
+    print()
+    print(report.format_targets(targets))
+    if args.json:
+        report.write_json(args.json, meta, records, rows, targets)
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        title = f"dqlite benchmark {meta['started']} ({args.rows:,} rows, {args.rounds} rounds)"
+        report.plot(args.plot, rows, targets, title)
+        print(f"wrote {args.plot}")
+    # Failing only when a contestant never produced a number: one bad round is in the table.
+    return 1 if any(row.status == "error" for row in rows) else 0

@@ -1,0 +1,212 @@
+"""W8, the wire floor: the W2 query on a raw socket, framing only.
+
+Plain sockets and ``struct`` (shared/docs/protocol.md §1-§2), nothing from the
+driver: this is what the server and the network cost, the floor W2 is held
+against.  The reader receives every byte of the response and walks the message
+headers to find the end of each message and its DONE/PART marker; it never
+decodes a row.
+
+Also used by the CLI to find the leader (``find_leader``) and, as
+``python -m bench.floor --capture FILE ADDRESS...``, to save the raw ROWS stream
+of a query for the codec micro-benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import struct
+import sys
+
+PROTOCOL_VERSION = 1
+REQ_LEADER, REQ_OPEN, REQ_QUERY_SQL = 0, 3, 9
+RESP_FAILURE, RESP_SERVER, RESP_DB, RESP_ROWS = 0, 1, 4, 7
+DONE = b"\xff" * 8
+PART = b"\xee" * 8
+
+_HEADER = struct.Struct("<IBBH")  # words, type, schema, extra
+_U64 = struct.Struct("<Q")
+
+
+def _text(value: str) -> bytes:
+    """A protocol text: UTF-8, NUL, zero padding to a multiple of 8."""
+    raw = value.encode() + b"\0"
+    return raw + b"\0" * (-len(raw) % 8)
+
+
+def _message(mtype: int, body: bytes) -> bytes:
+    return _HEADER.pack(len(body) // 8, mtype, 0, 0) + body
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class WireError(RuntimeError):
+    """The server answered with a FAILURE or something unexpected."""
+
+
+#: Linux's TCP_QUICKACK (12), where the socket module does not name it.
+QUICKACK = getattr(socket, "TCP_QUICKACK", 12 if sys.platform.startswith("linux") else None)
+
+
+class RawConnection:
+    """A handshaken socket to one node, reading whole messages into one buffer.
+
+    The socket is blocking (no Python-level timeout, which would poll() before
+    every receive) and asks for immediate ACKs before every receive: a node
+    writes its ~4 KiB batches with Nagle on, so a delayed ACK (up to 40 ms)
+    would hold back its next write.  Reading as fast as the server can send
+    is the point of the floor.
+    """
+
+    def __init__(self, address: str, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(_split_address(address), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(None)
+        self.buf = bytearray(1 << 20)
+        self.start = 0  # first unread byte
+        self.end = 0  # one past the last received byte
+        self.sock.sendall(_U64.pack(PROTOCOL_VERSION))
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _receive(self, need: int) -> None:
+        """Receive until ``need`` bytes from ``start`` are buffered."""
+        buf = self.buf
+        if self.start + need > len(buf):
+            # Move the unread bytes to the front, growing only for a huge message.
+            live = self.end - self.start
+            if need > len(buf):
+                new = bytearray(max(need, 2 * len(buf)))
+                new[:live] = buf[self.start : self.end]
+                self.buf = buf = new
+            else:
+                buf[:live] = buf[self.start : self.end]
+            self.start, self.end = 0, live
+        view = memoryview(buf)
+        while self.end - self.start < need:
+            if QUICKACK is not None:
+                self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+            n = self.sock.recv_into(view[self.end :])
+            if n == 0:
+                raise WireError("the server closed the connection")
+            self.end += n
+
+    def read_message(self) -> tuple[int, int, int]:
+        """The next message: (type, body offset in ``buf``, body length); then released."""
+        self._receive(8)
+        words, mtype, _, _ = _HEADER.unpack_from(self.buf, self.start)
+        size = 8 + words * 8
+        self._receive(size)
+        body = self.start + 8
+        self.start += size
+        if self.start == self.end:
+            self.start = self.end = 0
+        if mtype == RESP_FAILURE:
+            code = _U64.unpack_from(self.buf, body)[0]
+            message = bytes(self.buf[body + 8 : body + size - 8]).split(b"\0", 1)[0].decode(errors="replace")
+            raise WireError(f"server failure {code}: {message}")
+        return mtype, body, size - 8
+
+    def leader(self) -> str:
+        """The leader's address as this node sees it ('' if it knows none)."""
+        self.send(_message(REQ_LEADER, _U64.pack(0)))
+        mtype, body, length = self.read_message()
+        if mtype != RESP_SERVER:
+            raise WireError(f"LEADER answered with message type {mtype}")
+        return bytes(self.buf[body + 8 : body + length]).split(b"\0", 1)[0].decode()
+
+    def open(self, database: str) -> None:
+        self.send(_message(REQ_OPEN, _text(database) + _U64.pack(0) + _text("")))
+        mtype, _, _ = self.read_message()
+        if mtype != RESP_DB:
+            raise WireError(f"OPEN answered with message type {mtype}")
+
+    def query_raw(self, sql: str) -> tuple[int, int]:
+        """Run ``sql`` (QUERY_SQL, no parameters); read the whole result, framing only.
+
+        Returns (response bytes, messages).
+        """
+        self.send(_message(REQ_QUERY_SQL, _U64.pack(0) + _text(sql)))
+        total = messages = 0
+        while True:
+            mtype, body, length = self.read_message()
+            if mtype != RESP_ROWS:
+                raise WireError(f"QUERY_SQL answered with message type {mtype}")
+            total += 8 + length
+            messages += 1
+            marker = self.buf[body + length - 8 : body + length]
+            if marker == DONE:
+                return total, messages
+            if marker != PART:
+                raise WireError("ROWS message ends with neither DONE nor PART")
+
+    def capture(self, sql: str) -> bytes:
+        """The raw bytes of ``sql``'s whole ROWS response (for the micro-benchmarks)."""
+        out = bytearray()
+        self.send(_message(REQ_QUERY_SQL, _U64.pack(0) + _text(sql)))
+        while True:
+            mtype, body, length = self.read_message()
+            out += _HEADER.pack(length // 8, mtype, 0, 0) + self.buf[body : body + length]
+            if mtype != RESP_ROWS:
+                raise WireError(f"QUERY_SQL answered with message type {mtype}")
+            if self.buf[body + length - 8 : body + length] == DONE:
+                return bytes(out)
+
+
+def find_leader(addresses: list[str], timeout: float = 5.0) -> str:
+    """The leader's address, asked of each node in turn until one names it."""
+    errors = []
+    for address in addresses:
+        try:
+            conn = RawConnection(address, timeout)
+            try:
+                leader = conn.leader()
+            finally:
+                conn.close()
+        except (OSError, WireError) as exc:
+            errors.append(f"{address}: {exc}")
+            continue
+        if leader:
+            return leader
+    raise WireError(f"no node named a leader ({'; '.join(errors) or 'none knew one'})")
+
+
+def connect_leader(addresses: list[str], database: str) -> RawConnection:
+    """A raw connection to the leader with ``database`` open."""
+    conn = RawConnection(find_leader(addresses))
+    conn.open(database)
+    return conn
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.floor --capture FILE --database DB ADDRESS...``."""
+    parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("addresses", nargs="+", help="cluster nodes, host:port")
+    parser.add_argument("--database", default="bench")
+    parser.add_argument("--sql", default="SELECT id, name, v, b, n FROM bench", help="the query (default: W2's)")
+    parser.add_argument("--capture", metavar="FILE", help="save the raw ROWS stream to FILE")
+    args = parser.parse_args(argv)
+    conn = connect_leader(args.addresses, args.database)
+    try:
+        if args.capture:
+            data = conn.capture(args.sql)
+            with open(args.capture, "wb") as f:
+                f.write(data)
+            print(f"saved {len(data):,} bytes to {args.capture}")
+        else:
+            nbytes, messages = conn.query_raw(args.sql)
+            print(f"{nbytes:,} bytes in {messages:,} ROWS messages")
+    finally:
+        conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

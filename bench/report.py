@@ -1,0 +1,486 @@
+"""From worker records to what a person reads: the table, the targets, JSON, a plot.
+
+A *contestant* is one (workload, client, driver kind) run round after round;
+its row in the table holds the median of its rounds with min and max, the
+median client CPU (total and per query or row), and ``vs ref``: its cost
+divided by the reference's cost in the same run (time, or 1/throughput, or MB
+for M1), so 1.00 is "as fast as sqlite3 on a local file" and lower is better.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench.workloads import WORKLOADS, Workload
+
+# -- rows ------------------------------------------------------------------------
+
+
+@dataclass
+class Contestant:
+    """Who runs a workload: a client through one driver kind, in one interpreter."""
+
+    workload: str
+    client: str  # the worker's --client
+    driver: str  # the worker's --driver
+    role: str  # "ours", "other" (--compare), "ref" or "floor"
+    python: str  # the interpreter running the worker
+    label: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.workload, self.role, self.client, self.driver)
+
+
+def driver_label(client: str, driver: str) -> str:
+    """A readable name for a client through a driver kind."""
+    if driver == "wire":
+        return "raw socket (floor)"
+    if client == "sqlite":
+        return {
+            "dbapi": "sqlite3",
+            "aio": "aiosqlite",
+            "sa": "SQLAlchemy sqlite://",
+            "sa.aio": "SQLAlchemy sqlite+aiosqlite://",
+        }[driver]
+    return {
+        "dbapi": f"{client} DB-API",
+        "aio": f"{client} asyncio",
+        "sa": f"SQLAlchemy {client}",
+        "sa.aio": f"SQLAlchemy async {client}",
+    }[driver]
+
+
+@dataclass
+class Row:
+    """One contestant's rounds, summarized."""
+
+    contestant: Contestant
+    records: list[dict[str, Any]] = field(default_factory=list)
+    ratio: float | None = None  # cost / reference cost (same run)
+
+    @property
+    def workload(self) -> Workload:
+        return WORKLOADS[self.contestant.workload]
+
+    @property
+    def ok(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("status") == "ok"]
+
+    @property
+    def status(self) -> str:
+        """ok, skipped, error (no round succeeded) or partial (some rounds failed)."""
+        if not self.records:
+            return "skipped"
+        if self.ok:
+            return "ok" if len(self.ok) == len(self.records) else "partial"
+        return self.records[-1].get("status", "error")
+
+    @property
+    def reason(self) -> str:
+        """The first failure's reason, on one line."""
+        for r in self.records:
+            if r.get("status") != "ok" and r.get("reason"):
+                return " ".join(str(r["reason"]).split())
+        return ""
+
+    @property
+    def version(self) -> str:
+        for r in self.records:
+            if r.get("version"):
+                return str(r["version"])
+        return ""
+
+    def _values(self, key: str) -> list[float]:
+        return [float(r[key]) for r in self.ok]
+
+    @property
+    def median(self) -> float | None:
+        values = self._values("value")
+        return statistics.median(values) if values else None
+
+    @property
+    def low(self) -> float | None:
+        values = self._values("value")
+        return min(values) if values else None
+
+    @property
+    def high(self) -> float | None:
+        values = self._values("value")
+        return max(values) if values else None
+
+    @property
+    def wall(self) -> float | None:
+        values = self._values("wall")
+        return statistics.median(values) if values else None
+
+    @property
+    def cpu(self) -> float | None:
+        values = self._values("cpu")
+        return statistics.median(values) if values else None
+
+    @property
+    def cpu_per_op(self) -> float | None:
+        """Median client CPU seconds per query (W1, W6, W7) or per row (the others)."""
+        values = [float(r["cpu"]) / r["count"] for r in self.ok if r.get("count")]
+        return statistics.median(values) if values else None
+
+    @property
+    def cost(self) -> float | None:
+        """Median cost: seconds, MB, or 1/throughput; lower is better."""
+        m = self.median
+        if m is None:
+            return None
+        if self.workload.higher_is_better:
+            return 1.0 / m if m > 0 else float("inf")
+        return m
+
+
+def build_rows(contestants: list[Contestant], records: list[dict[str, Any]]) -> list[Row]:
+    """A row per contestant (in plan order) holding its records, with ratios set."""
+    rows = {c.key: Row(c) for c in contestants}
+    for record in records:
+        row = rows.get(tuple(record["key"]))
+        if row is not None:
+            row.records.append(record)
+    result = list(rows.values())
+    for row in result:
+        ref = reference(result, row.contestant.workload)
+        if row.contestant.role in ("ours", "other") and ref is not None:
+            row.ratio = _ratio(row.cost, ref.cost, row.workload.unit)
+    return result
+
+
+def _ratio(cost: float | None, ref_cost: float | None, unit: str) -> float | None:
+    if cost is None or ref_cost is None:
+        return None
+    if unit == "MB" and ref_cost < 1.0:
+        return None  # the reference grew by less than a megabyte: no meaningful ratio
+    if ref_cost <= 0:
+        return None
+    return cost / ref_cost
+
+
+def reference(rows: list[Row], workload: str) -> Row | None:
+    """The workload's reference row, if it has one that produced numbers."""
+    for row in rows:
+        if row.contestant.workload == workload and row.contestant.role == "ref" and row.median is not None:
+            return row
+    return None
+
+
+def find(rows: list[Row], workload: str, role: str, driver: str) -> Row | None:
+    for row in rows:
+        c = row.contestant
+        if c.workload == workload and c.role == role and c.driver == driver:
+            return row
+    return None
+
+
+# -- formatting --------------------------------------------------------------------
+
+
+def fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit.endswith("/s"):
+        return f"{value:,.0f}"
+    if unit == "MB":
+        return f"{value:.1f}"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _cell(row: Row) -> str:
+    unit = row.workload.unit
+    if row.median is None:
+        return f"{row.status}: {row.reason}" if row.reason else row.status
+    spread = f"[{fmt_value(row.low, unit)}-{fmt_value(row.high, unit)}]"
+    return f"{fmt_value(row.median, unit)} {unit} {spread}"
+
+
+def format_table(rows: list[Row], rounds: int) -> str:
+    """The main table: one line per contestant."""
+    header = ("workload", "driver", f"median [min-max] of {rounds}", "client CPU", "CPU/op", "vs ref")
+    lines: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    for row in rows:
+        c = row.contestant
+        w = row.workload
+        if row.median is None:
+            notes.append(f"{c.workload} {c.label}: {row.status}: {row.reason or 'no result'}")
+        if c.role == "ref":
+            vs = "ref"
+        elif c.role == "floor":
+            vs = "floor"
+        else:
+            vs = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+        cpu = f"{row.cpu:.3f} s" if row.cpu is not None else "-"
+        per_op = f"{row.cpu_per_op * 1e6:.2f} µs" if row.cpu_per_op is not None else "-"
+        value = _cell(row) if row.median is not None else row.status
+        lines.append((f"{w.id} {w.title}", c.label, value, cpu, per_op, vs))
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    right = {2, 3, 4, 5}
+
+    def render(cells: tuple[str, ...]) -> str:
+        return "  ".join(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(cells))
+
+    out = [render(header), "  ".join("-" * w for w in widths)]
+    previous = None
+    for line in lines:
+        if previous is not None and line[0] != previous:
+            out.append("")
+        out.append(render(line))
+        previous = line[0]
+    out.append("")
+    out.append(
+        "vs ref: cost / the reference's cost in this run (time, 1/throughput, or MB for M1); "
+        "1.00x = as fast as the reference, lower is better."
+    )
+    out.append("CPU/op: client CPU (user+sys of the worker process) per query (W1, W6, W7) or per row.")
+    if notes:
+        out.append("")
+        out.extend(f"note: {n}" for n in notes)
+    return "\n".join(out)
+
+
+# -- targets -------------------------------------------------------------------------
+
+
+@dataclass
+class TargetResult:
+    """One target checked for one contestant."""
+
+    workload: str
+    driver: str
+    target: str
+    measured: str
+    verdict: str  # "hold", "miss" or "n/a"
+
+
+@dataclass
+class _Target:
+    workload: str
+    drivers: tuple[str, ...]
+    text: str
+    check: Callable[[Row, list[Row], str], tuple[str, bool | None]]
+
+
+def _w1(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
+    per = row.cpu_per_op
+    return (f"{per * 1e6:.1f} µs/query", per <= 25e-6) if per is not None else ("-", None)
+
+
+def _w2_floor(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
+    floor = find(rows, "W8", "floor", "wire")
+    if row.wall is None or floor is None or floor.wall is None:
+        return "- (needs W8 in the same run)", None
+    ratio = row.wall / floor.wall
+    return f"{ratio:.2f}x W8 ({row.wall:.3f} s vs {floor.wall:.3f} s)", ratio <= 1.25
+
+
+def _w2_cpu(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
+    per = row.cpu_per_op
+    if per is None:
+        return "-", None
+    per_100k = per * 100_000
+    return f"{per_100k:.3f} s per 100k rows", per_100k <= 0.15
+
+
+def _w3(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
+    m = row.median
+    return (f"{m:,.0f} rows/s", m >= 50_000) if m is not None else ("-", None)
+
+
+def _vs_ref(limit: float) -> Callable[[Row, list[Row], str], tuple[str, bool | None]]:
+    def check(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
+        if row.ratio is None:
+            return "- (no reference)", None
+        return f"{row.ratio:.2f}x ref", row.ratio <= limit
+
+    return check
+
+
+def _w6(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
+    ref = reference(rows, "W6")
+    if row.median is None or ref is None or ref.median is None:
+        return "-", None
+    return f"{row.median:,.0f} vs {ref.median:,.0f} q/s", row.median >= ref.median
+
+
+def _w7(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
+    w6 = find(rows, "W6", role, "sa")
+    if row.median is None:
+        return "-", None
+    if w6 is None or w6.median is None:
+        # Half the target can still be checked: below 8,000 q/s it misses either way.
+        return f"{row.median:,.0f} q/s (no W6 to compare)", False if row.median < 8_000 else None
+    return f"{row.median:,.0f} q/s, W6 {w6.median:,.0f}", row.median >= 8_000 and row.median >= w6.median
+
+
+def _m1(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
+    m = row.median
+    return (f"{m:.1f} MB", m <= 50) if m is not None else ("-", None)
+
+
+TARGETS = [
+    _Target("W1", ("dbapi", "aio"), "client CPU per query <= 25 µs", _w1),
+    _Target("W2", ("dbapi", "aio"), "wall <= 1.25x W8 (same run)", _w2_floor),
+    _Target("W2", ("dbapi", "aio"), "client CPU <= 0.15 s per 100k rows", _w2_cpu),
+    _Target("W3", ("dbapi", "aio"), ">= 50,000 rows/s", _w3),
+    _Target("W4", ("sa",), "<= 1.3x SQLAlchemy Core on sqlite3", _vs_ref(1.3)),
+    _Target("W5", ("sa",), "<= 1.3x SQLAlchemy ORM on sqlite3", _vs_ref(1.3)),
+    _Target("W6", ("sa",), ">= sqlite3's W6 (SQLAlchemy pool)", _w6),
+    _Target("W7", ("sa.aio", "aio"), ">= 8,000 q/s and >= W6", _w7),
+    _Target("M1", ("dbapi", "aio"), "peak RSS growth <= 50 MB", _m1),
+]
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def evaluate_targets(rows: list[Row]) -> list[TargetResult]:
+    """Every target, for every client under test that ran its workload."""
+    results = []
+    for target in TARGETS:
+        for row in rows:
+            c = row.contestant
+            if c.workload != target.workload or c.role not in ("ours", "other") or c.driver not in target.drivers:
+                continue
+            if row.median is None:
+                measured, verdict = _shorten(f"{row.status}: {row.reason}", 48), None
+            else:
+                measured, verdict = target.check(row, rows, c.role)
+            word = "n/a" if verdict is None else ("hold" if verdict else "MISS")
+            results.append(TargetResult(c.workload, c.label, target.text, measured, word))
+    return results
+
+
+def format_targets(results: list[TargetResult]) -> str:
+    header = ("target", "driver", "measured", "verdict")
+    lines = [(f"{r.workload} {r.target}", r.driver, r.measured, r.verdict) for r in results]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(header)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) for line in lines]
+    held = sum(r.verdict == "hold" for r in results)
+    missed = sum(r.verdict == "MISS" for r in results)
+    out.append(f"\n{held} held, {missed} missed, {len(results) - held - missed} not measured")
+    return "\n".join(out)
+
+
+# -- comparison (--compare) ------------------------------------------------------------
+
+
+def format_comparison(rows: list[Row]) -> str:
+    """ours / other per (workload, driver kind): cost ratio, lower means ours is faster."""
+    out = []
+    for row in rows:
+        c = row.contestant
+        if c.role != "ours":
+            continue
+        other = find(rows, c.workload, "other", c.driver)
+        if other is None:
+            continue
+        if row.cost is None or other.cost is None:
+            verdict = "-"
+        else:
+            r = row.cost / other.cost
+            verdict = f"{r:.2f}x" + (f"  (ours {1 / r:.1f}x faster)" if r < 1 else "")
+        out.append(f"{c.workload} {row.workload.title:8} {c.label} vs {other.contestant.label}: {verdict}")
+    if not out:
+        return ""
+    return "ours vs other (cost ratio, lower = ours better):\n" + "\n".join("  " + line for line in out)
+
+
+# -- files -----------------------------------------------------------------------------
+
+
+def write_json(path: str, meta: dict[str, Any], records: list[dict[str, Any]], rows: list[Row],
+               targets: list[TargetResult]) -> None:
+    """Every measurement, the summary rows and the targets."""
+    summary = [
+        {
+            **asdict(row.contestant),
+            "unit": row.workload.unit,
+            "status": row.status,
+            "reason": row.reason,
+            "version": row.version,
+            "median": row.median,
+            "min": row.low,
+            "max": row.high,
+            "wall_median": row.wall,
+            "cpu_median": row.cpu,
+            "cpu_per_op": row.cpu_per_op,
+            "vs_ref": row.ratio,
+        }
+        for row in rows
+    ]
+    document = {
+        "meta": meta,
+        "measurements": records,
+        "summary": summary,
+        "targets": [asdict(t) for t in targets],
+    }
+    with open(path, "w") as f:
+        json.dump(document, f, indent=2)
+        f.write("\n")
+
+
+def plot(path: str, rows: list[Row], targets: list[TargetResult], title: str) -> None:
+    """A horizontal bar chart of every ``vs ref`` ratio, and of W2 against the W8 floor.
+
+    A bar is green when every target of its row holds, red when one misses,
+    grey when none applies; a black tick marks a ratio target.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    def verdicts(workload: str, label: str, floor_target: bool | None = None) -> set[str]:
+        return {
+            t.verdict for t in targets
+            if t.workload == workload and t.driver == label
+            and (floor_target is None or ("W8" in t.target) == floor_target)
+        }
+
+    bars: list[tuple[str, float, float | None, set[str]]] = []  # label, ratio, ratio target, verdicts
+    ratio_targets = {("W4", "sa"): 1.3, ("W5", "sa"): 1.3, ("W6", "sa"): 1.0}
+    for row in rows:
+        c = row.contestant
+        if row.ratio is not None:
+            bars.append((f"{c.workload} {row.workload.title}: {c.label}", row.ratio,
+                         ratio_targets.get((c.workload, c.driver)), verdicts(c.workload, c.label)))
+    floor = find(rows, "W8", "floor", "wire")
+    for row in rows:
+        c = row.contestant
+        if c.workload == "W2" and c.role in ("ours", "other") and floor and floor.wall and row.wall:
+            bars.append((f"W2 vs W8 floor: {c.label}", row.wall / floor.wall, 1.25,
+                         verdicts("W2", c.label, floor_target=True)))
+    if not bars:
+        raise ValueError("nothing to plot: no ratios were measured")
+    bars.reverse()
+    fig, ax = plt.subplots(figsize=(10, 0.4 * len(bars) + 1.6))
+    colors = ["#c54" if "MISS" in v else "#3a7" if "hold" in v else "#999" for *_, v in bars]
+    ax.barh([b[0] for b in bars], [b[1] for b in bars], color=colors)
+    for i, (_, value, limit, _v) in enumerate(bars):
+        ax.text(value, i, f" {value:.2f}x", va="center", fontsize=8)
+        if limit is not None:
+            ax.plot([limit, limit], [i - 0.4, i + 0.4], color="black", linewidth=2)
+    ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x" if f"{v:.0e}"[0] in "25" else ""))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("cost relative to the reference in the same run (sqlite3 on a local file; the W8 floor "
+                  "for 'W2 vs W8'), log scale\ngreen: targets hold, red: a target misses, grey: no target; "
+                  "black tick: a ratio target")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,612 @@
+"""The workloads of shared/docs/bench.md, one function per (workload, driver kind).
+
+Driver kinds (``api``):
+
+* ``dbapi``: a PEP 249 connection (``Client.connect``);
+* ``aio``: an asyncio connection (``Client.aconnect``);
+* ``sa``: a SQLAlchemy engine (``create_engine``), Core or ORM;
+* ``sa.aio``: a SQLAlchemy ``create_async_engine``;
+* ``wire``: the raw socket of ``bench.floor`` (W8 only).
+
+Each function connects and warms up outside the measured part, then measures
+exactly the work the workload names inside ``measure()`` (wall time and the
+process's own user+sys CPU) and returns the ``Measurement``.  It also checks
+the result (row counts), so a broken client fails instead of looking fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import math
+import os
+import random
+import resource
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bench import data
+from bench.clients import Client
+
+# -- sizes (bench.md); --rows changes only the table size ----------------------
+
+W1_QUERIES = 5_000
+W3_ROWS = 10_000
+W5_LIMIT = 20_000
+CONCURRENCY = 8  # W6 threads, W7 tasks
+PER_WORKER = 500  # queries per thread / task
+M1_ROWS = 1_000_000
+M1_BATCH = 1_000
+
+POINT_SQL = "SELECT id, name, v FROM bench WHERE id = ?"
+FETCH_SQL = "SELECT id, name, v, b, n FROM bench"
+# M1: the table, repeated until it makes a million rows.
+M1_SQL = (
+    "WITH RECURSIVE k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < ?) "
+    "SELECT bench.id, bench.name, bench.v, bench.b, bench.n FROM k, bench"
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A workload and how its main figure is reported."""
+
+    id: str
+    title: str
+    unit: str  # "q/s", "rows/s", "s" or "MB"
+    apis: tuple[str, ...]  # driver kinds run for the clients under test
+    ref_api: str | None  # driver kind of the sqlite reference (None: no reference)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.unit.endswith("/s")
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.id: w
+    for w in (
+        Workload("W1", "point", "q/s", ("dbapi", "aio"), "dbapi"),
+        Workload("W2", "fetch", "s", ("dbapi", "aio"), "dbapi"),
+        Workload("W3", "insert", "rows/s", ("dbapi", "aio"), "dbapi"),
+        Workload("W4", "core", "s", ("sa",), "sa"),
+        Workload("W5", "orm", "s", ("sa",), "sa"),
+        Workload("W6", "threads", "q/s", ("sa", "dbapi"), "sa"),
+        Workload("W7", "async", "q/s", ("sa.aio", "aio"), "sa.aio"),
+        Workload("W8", "floor", "s", ("wire",), None),
+        Workload("M1", "memory", "MB", ("dbapi", "aio"), "dbapi"),
+    )
+}
+
+
+@dataclass
+class Params:
+    """What a workload needs to know about the data."""
+
+    rows: int  # rows in the bench table
+
+    def ids(self, count: int, seed: int) -> list[int]:
+        rng = random.Random(seed)
+        return [rng.randint(1, self.rows) for _ in range(count)]
+
+    @property
+    def m1_repeat(self) -> int:
+        return math.ceil(M1_ROWS / self.rows)
+
+
+# -- measuring -------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    """One measured part: wall and CPU seconds, how many operations, extras."""
+
+    wall: float = 0.0
+    user: float = 0.0
+    sys: float = 0.0
+    count: int = 0  # queries, rows inserted or rows fetched
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.sys
+
+
+#: Set by the worker's ``--profile``: enabled around every measured part.
+PROFILER: cProfile.Profile | None = None
+
+
+@contextmanager
+def measure() -> Iterator[Measurement]:
+    """Time the block: wall clock and this process's user+sys CPU (all threads)."""
+    m = Measurement()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    if PROFILER is not None:
+        PROFILER.enable()
+    t0 = time.perf_counter()
+    try:
+        yield m
+    finally:
+        m.wall = time.perf_counter() - t0
+        if PROFILER is not None:
+            PROFILER.disable()
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        m.user = r1.ru_utime - r0.ru_utime
+        m.sys = r1.ru_stime - r0.ru_stime
+
+
+def _status_kb(key: str) -> int | None:
+    """A ``/proc/self/status`` field in kB (Linux), None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+@contextmanager
+def measure_memory() -> Iterator[Measurement]:
+    """``measure()`` plus the growth of peak RSS during the block, in MB.
+
+    On Linux the peak (VmHWM) is reset to the current RSS first (``clear_refs``),
+    so the growth is exactly the block's; elsewhere ``ru_maxrss`` is compared.
+    """
+    rss0 = _status_kb("VmRSS")
+    reset = False
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        pass
+    maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with measure() as m:
+        yield m
+    if reset and rss0 is not None:
+        peak = _status_kb("VmHWM") or 0
+        m.extra.update(rss_growth_mb=max(0, peak - rss0) / 1024, rss_method="VmHWM-VmRSS")
+    else:
+        maxrss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        base = max(maxrss0, rss0 or 0)
+        m.extra.update(rss_growth_mb=max(0, maxrss1 - base) / 1024, rss_method="ru_maxrss")
+
+
+def _check(what: str, got: int, expected: int) -> None:
+    if got != expected:
+        raise RuntimeError(f"{what}: got {got:,} rows, expected {expected:,}")
+
+
+# -- DB-API (sync) -----------------------------------------------------------------
+
+
+def w1_dbapi(client: Client, p: Params) -> Measurement:
+    """5,000 sequential point queries on one connection and one cursor."""
+    conn = client.connect()
+    cur = conn.cursor()
+    for i in p.ids(200, seed=1):
+        cur.execute(POINT_SQL, (i,))
+        cur.fetchall()
+    ids = p.ids(W1_QUERIES, seed=2)
+    got = 0
+    with measure() as m:
+        for i in ids:
+            cur.execute(POINT_SQL, (i,))
+            got += len(cur.fetchall())
+    _check("W1", got, len(ids))
+    m.count = len(ids)
+    conn.close()
+    return m
+
+
+def w2_dbapi(client: Client, p: Params) -> Measurement:
+    """fetchall() of the whole table (5 columns); one unmeasured run first."""
+    conn = client.connect()
+    cur = conn.cursor()
+    cur.execute(FETCH_SQL)
+    _check("W2 warm-up", len(cur.fetchall()), p.rows)
+    conn.commit()
+    with measure() as m:
+        cur.execute(FETCH_SQL)
+        rows = cur.fetchall()
+    _check("W2", len(rows), p.rows)
+    m.count = len(rows)
+    conn.close()
+    return m
+
+
+def _w3_rows() -> list[tuple[Any, ...]]:
+    return data.make_rows(1, W3_ROWS, salt=b"w3")
+
+
+def w3_dbapi(client: Client, p: Params) -> Measurement:
+    """executemany of 10,000 rows into a fresh table, then commit."""
+    table = f"w3_{os.getpid()}"
+    rows = _w3_rows()
+    conn = client.connect()
+    cur = conn.cursor()
+    cur.execute(f"DROP TABLE IF EXISTS {table}")
+    cur.execute(data.create_table_sql(table))
+    conn.commit()
+    with measure() as m:
+        cur.executemany(data.insert_sql(table), rows)
+        conn.commit()
+    cur.execute(f"SELECT count(*) FROM {table}")
+    _check("W3", cur.fetchall()[0][0], len(rows))
+    cur.execute(f"DROP TABLE {table}")
+    conn.commit()
+    conn.close()
+    m.count = len(rows)
+    return m
+
+
+def w6_dbapi(client: Client, p: Params) -> Measurement:
+    """8 threads x 500 point queries, each thread on its own connection (no pool)."""
+    return _threads(p, lambda k: _dbapi_points(client.connect()))
+
+
+def _dbapi_points(conn: Any) -> Callable[[list[int]], int]:
+    """A runner of point queries on ``conn`` (which its thread opened)."""
+    cur = conn.cursor()
+
+    def run(ids: list[int]) -> int:
+        got = 0
+        for i in ids:
+            cur.execute(POINT_SQL, (i,))
+            got += len(cur.fetchall())
+        return got
+
+    return run
+
+
+def _threads(p: Params, make_runner: Callable[[int], Callable[[list[int]], int]]) -> Measurement:
+    """8 threads: each makes its runner (in the thread: connections may be
+    bound to it), runs 10 warm-up queries, and after a barrier the measured 500.
+    """
+    ids = [p.ids(PER_WORKER, seed=100 + k) for k in range(CONCURRENCY)]
+    barrier = threading.Barrier(CONCURRENCY + 1)
+    got = [0] * CONCURRENCY
+    errors: list[BaseException] = []
+
+    def thread(k: int) -> None:
+        try:
+            run = make_runner(k)
+            run(ids[k][:10])
+        except BaseException as exc:  # reported below, after the barrier
+            errors.append(exc)
+        barrier.wait()
+        if errors:
+            return
+        try:
+            got[k] = run(ids[k])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=thread, args=(k,)) for k in range(CONCURRENCY)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    with measure() as m:
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    _check("W6", sum(got), CONCURRENCY * PER_WORKER)
+    m.count = CONCURRENCY * PER_WORKER
+    return m
+
+
+def m1_dbapi(client: Client, p: Params) -> Measurement:
+    """Iterate a million rows with fetchmany(1000); peak RSS growth."""
+    conn = client.connect()
+    cur = conn.cursor()
+    total = 0
+    with measure_memory() as m:
+        cur.execute(M1_SQL, (p.m1_repeat,))
+        while True:
+            batch = cur.fetchmany(M1_BATCH)
+            if not batch:
+                break
+            total += len(batch)
+        del batch
+    _check("M1", total, p.m1_repeat * p.rows)
+    m.count = total
+    conn.close()
+    return m
+
+
+# -- asyncio driver ----------------------------------------------------------------
+
+
+async def _fetchall(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    cur = await conn.execute(sql, params)
+    return await cur.fetchall()
+
+
+async def w1_aio(client: Client, p: Params) -> Measurement:
+    conn = await client.aconnect()
+    for i in p.ids(200, seed=1):
+        await _fetchall(conn, POINT_SQL, (i,))
+    ids = p.ids(W1_QUERIES, seed=2)
+    got = 0
+    with measure() as m:
+        for i in ids:
+            cur = await conn.execute(POINT_SQL, (i,))
+            got += len(await cur.fetchall())
+    _check("W1", got, len(ids))
+    m.count = len(ids)
+    await conn.close()
+    return m
+
+
+async def w2_aio(client: Client, p: Params) -> Measurement:
+    conn = await client.aconnect()
+    _check("W2 warm-up", len(await _fetchall(conn, FETCH_SQL)), p.rows)
+    await conn.commit()
+    with measure() as m:
+        cur = await conn.execute(FETCH_SQL)
+        rows = await cur.fetchall()
+    _check("W2", len(rows), p.rows)
+    m.count = len(rows)
+    await conn.close()
+    return m
+
+
+async def w3_aio(client: Client, p: Params) -> Measurement:
+    table = f"w3_{os.getpid()}"
+    rows = _w3_rows()
+    conn = await client.aconnect()
+    await conn.execute(f"DROP TABLE IF EXISTS {table}")
+    await conn.execute(data.create_table_sql(table))
+    await conn.commit()
+    with measure() as m:
+        await conn.executemany(data.insert_sql(table), rows)
+        await conn.commit()
+    _check("W3", (await _fetchall(conn, f"SELECT count(*) FROM {table}"))[0][0], len(rows))
+    await conn.execute(f"DROP TABLE {table}")
+    await conn.commit()
+    await conn.close()
+    m.count = len(rows)
+    return m
+
+
+async def w7_aio(client: Client, p: Params) -> Measurement:
+    """8 tasks x 500 point queries, each task on its own connection (no pool)."""
+    conns = [await client.aconnect() for _ in range(CONCURRENCY)]
+
+    def runner(conn: Any) -> Callable[[list[int]], Any]:
+        async def run(ids: list[int]) -> int:
+            got = 0
+            for i in ids:
+                cur = await conn.execute(POINT_SQL, (i,))
+                got += len(await cur.fetchall())
+            return got
+
+        return run
+
+    return await _tasks(p, [runner(c) for c in conns], after=[c.close for c in conns])
+
+
+async def _tasks(p: Params, runners: list[Callable[[list[int]], Any]], after: list[Callable[[], Any]]) -> Measurement:
+    """Run the 8 task bodies concurrently: 10 warm-up queries each, then 500 measured."""
+    ids = [p.ids(PER_WORKER, seed=100 + k) for k in range(CONCURRENCY)]
+    await asyncio.gather(*(run(ids[k][:10]) for k, run in enumerate(runners)))
+    with measure() as m:
+        got = await asyncio.gather(*(run(ids[k]) for k, run in enumerate(runners)))
+    _check("W7", sum(got), CONCURRENCY * PER_WORKER)
+    m.count = CONCURRENCY * PER_WORKER
+    for close in after:
+        await close()
+    return m
+
+
+async def m1_aio(client: Client, p: Params) -> Measurement:
+    conn = await client.aconnect()
+    total = 0
+    with measure_memory() as m:
+        cur = await conn.execute(M1_SQL, (p.m1_repeat,))
+        while True:
+            batch = await cur.fetchmany(M1_BATCH)
+            if not batch:
+                break
+            total += len(batch)
+        del batch
+    _check("M1", total, p.m1_repeat * p.rows)
+    m.count = total
+    await conn.close()
+    return m
+
+
+# -- SQLAlchemy ----------------------------------------------------------------------
+
+
+def _sa_schema() -> tuple[Any, Any]:
+    """The bench table with all 7 columns typed, and an ORM class mapped to it."""
+    from sqlalchemy import Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table
+    from sqlalchemy.orm import registry
+
+    table = Table(
+        "bench",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("name", String),
+        Column("v", Float),
+        Column("b", LargeBinary),
+        Column("n", Integer, nullable=True),
+        Column("flag", Boolean),
+        Column("ts", DateTime),
+    )
+
+    class Bench:
+        """One row of the bench table (ORM)."""
+
+    registry().map_imperatively(Bench, table)
+    return table, Bench
+
+
+def _point_stmt(table: Any) -> Any:
+    from sqlalchemy import bindparam, select
+
+    return select(table.c.id, table.c.name, table.c.v).where(table.c.id == bindparam("id"))
+
+
+def w4_sa(client: Client, p: Params) -> Measurement:
+    """Core: ``conn.execute(select(bench)).fetchall()``, 7 typed columns."""
+    from sqlalchemy import create_engine, select
+
+    table, _ = _sa_schema()
+    engine = create_engine(client.sqlalchemy_url())
+    with engine.connect() as conn:
+        _check("W4 warm-up", len(conn.execute(select(table)).fetchall()), p.rows)
+        conn.rollback()
+        with measure() as m:
+            rows = conn.execute(select(table)).fetchall()
+    _check("W4", len(rows), p.rows)
+    if not isinstance(rows[-1].ts, datetime):
+        raise RuntimeError(f"W4: ts came back as {type(rows[-1].ts).__name__}, not datetime")
+    m.count = len(rows)
+    engine.dispose()
+    return m
+
+
+def w5_sa(client: Client, p: Params) -> Measurement:
+    """ORM: ``session.scalars(select(Bench).limit(20000)).all()`` in a fresh session."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    _, Bench = _sa_schema()
+    limit = min(W5_LIMIT, p.rows)
+    engine = create_engine(client.sqlalchemy_url())
+    with Session(engine) as session:
+        _check("W5 warm-up", len(session.scalars(select(Bench).limit(limit)).all()), limit)
+    with Session(engine) as session:
+        with measure() as m:
+            objs = session.scalars(select(Bench).limit(limit)).all()
+        _check("W5", len(objs), limit)
+    m.count = len(objs)
+    engine.dispose()
+    return m
+
+
+def w6_sa(client: Client, p: Params) -> Measurement:
+    """8 threads x 500 point queries through the engine's pool (one checkout per query)."""
+    from sqlalchemy import create_engine
+
+    table, _ = _sa_schema()
+    stmt = _point_stmt(table)
+    engine = create_engine(client.sqlalchemy_url(), pool_size=CONCURRENCY, max_overflow=0)
+    _fill_pool(engine)
+
+    def runner(k: int) -> Callable[[list[int]], int]:
+        def run(ids: list[int]) -> int:
+            got = 0
+            for i in ids:
+                with engine.connect() as conn:
+                    got += len(conn.execute(stmt, {"id": i}).all())
+            return got
+
+        return run
+
+    m = _threads(p, runner)
+    engine.dispose()
+    return m
+
+
+def _fill_pool(engine: Any) -> None:
+    """Open all the pool's connections before measuring (no transaction held open)."""
+    conns = [engine.connect() for _ in range(CONCURRENCY)]
+    for conn in conns:
+        conn.close()
+
+
+async def w7_sa_aio(client: Client, p: Params) -> Measurement:
+    """``create_async_engine``: 8 tasks x 500 point queries (one checkout per query)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    table, _ = _sa_schema()
+    stmt = _point_stmt(table)
+    engine = create_async_engine(client.sqlalchemy_url(aio=True), pool_size=CONCURRENCY, max_overflow=0)
+    # Open all the pool's connections first (no transaction held open).
+    conns = [await engine.connect() for _ in range(CONCURRENCY)]
+    for conn in conns:
+        await conn.close()
+
+    async def run(ids: list[int]) -> int:
+        got = 0
+        for i in ids:
+            async with engine.connect() as conn:
+                got += len((await conn.execute(stmt, {"id": i})).all())
+        return got
+
+    return await _tasks(p, [run] * CONCURRENCY, after=[engine.dispose])
+
+
+# -- W8 ----------------------------------------------------------------------------
+
+
+def w8_wire(client: Client, p: Params) -> Measurement:
+    """The W2 query on a raw socket, every byte read, framing only (``bench.floor``)."""
+    from bench import floor
+
+    conn = floor.connect_leader(client.addresses, client.database)
+    conn.query_raw(FETCH_SQL)
+    with measure() as m:
+        nbytes, messages = conn.query_raw(FETCH_SQL)
+    conn.close()
+    m.count = p.rows
+    m.extra.update(bytes=nbytes, messages=messages)
+    return m
+
+
+#: (workload, driver kind) -> the function measuring it (sync or async).
+IMPLEMENTATIONS: dict[tuple[str, str], Callable[[Client, Params], Any]] = {
+    ("W1", "dbapi"): w1_dbapi,
+    ("W1", "aio"): w1_aio,
+    ("W2", "dbapi"): w2_dbapi,
+    ("W2", "aio"): w2_aio,
+    ("W3", "dbapi"): w3_dbapi,
+    ("W3", "aio"): w3_aio,
+    ("W4", "sa"): w4_sa,
+    ("W5", "sa"): w5_sa,
+    ("W6", "sa"): w6_sa,
+    ("W6", "dbapi"): w6_dbapi,
+    ("W7", "sa.aio"): w7_sa_aio,
+    ("W7", "aio"): w7_aio,
+    ("W8", "wire"): w8_wire,
+    ("M1", "dbapi"): m1_dbapi,
+    ("M1", "aio"): m1_aio,
+}
+
+
+def run(workload: str, api: str, client: Client, p: Params, loop: str = "asyncio") -> Measurement:
+    """Measure one (workload, driver kind) for ``client``.
+
+    Async workloads run on ``loop``: ``asyncio`` (the stdlib's default loop) or
+    ``uvloop``.
+    """
+    try:
+        impl = IMPLEMENTATIONS[workload, api]
+    except KeyError:
+        raise ValueError(f"no driver kind {api!r} for workload {workload}") from None
+    if not asyncio.iscoroutinefunction(impl):
+        return impl(client, p)
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(impl(client, p))
+    return asyncio.run(impl(client, p))
+
+
+def value_of(workload: Workload, m: Measurement) -> float:
+    """The workload's main figure from a measurement (in ``workload.unit``)."""
+    if workload.unit == "MB":
+        return float(m.extra["rss_growth_mb"])
+    if workload.unit == "s":
+        return m.wall
+    return m.count / m.wall if m.wall > 0 else float("inf")
