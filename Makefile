@@ -1,15 +1,64 @@
 # make test  -- everything a fresh Debian machine needs, then the whole test suite
 # make bench -- the benchmark against a local cluster it starts itself
+#               (options: make bench BENCH_ARGS="--workloads W1,W2 --rounds 1")
+# make bench-micro -- pytest-benchmark cases for the compiled codec alone (no cluster)
+# make test-sqlalchemy-2.0 -- the SQLAlchemy dialect's tests on SQLAlchemy 2.0 (own venv)
+# make test-1.18 -- the integration tests against Debian trixie's libdqlite 1.18.1
+#                   (unpacked into .deps/dqlite-1.18 by scripts/fetch-dqlite-1.18.sh)
+# make fuzz -- coverage-guided fuzzing of the compiled codec (atheris, ASan build) for FUZZ_TIME
+#              seconds, both targets in parallel (make fuzz FUZZ_TIME=600); see fuzz/
 
 PYTEST_ARGS ?=
+# SQLAlchemy's dialect compliance suite: its own pytest run (own plugin and config).
+COMPLIANCE_ARGS ?= -q
 
-.PHONY: test build bench clean
+BENCH_ARGS ?=
+# The benchmark needs the test extra's SQLAlchemy and the bench extra's tools.
+BENCH_EXTRAS = test,bench
+
+.PHONY: test build bench bench-micro clean test-1.18 test-sqlalchemy-2.0
 
 build:
 	@scripts/bootstrap.sh
 
 test: build
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
+	@$(MAKE) --no-print-directory test-1.18
+	@$(MAKE) --no-print-directory test-sqlalchemy-2.0
+
+# The second server version: tests that run no node (codec, fake servers) ran above.
+test-1.18: build
+	@scripts/fetch-dqlite-1.18.sh
+	DQLITE_SERVER=1.18 .venv/bin/python -m pytest -m "not server_independent" $(PYTEST_ARGS)
+	DQLITE_SERVER=1.18 .venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
+
+# The SQLAlchemy dialect on the newest SQLAlchemy 2.0 (.venv has the newest 2.1).
+SA20_VENV = .venv-sqlalchemy20
+test-sqlalchemy-2.0: build
+	@VENV=$(SA20_VENV) PIP_EXTRA="SQLAlchemy[asyncio]<2.1" scripts/bootstrap.sh
+	$(SA20_VENV)/bin/python -m pytest -q tests/test_sqlalchemy_*.py
+	$(SA20_VENV)/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
+
+bench:
+	@EXTRAS=$(BENCH_EXTRAS) scripts/bootstrap.sh
+	.venv/bin/python -m bench $(BENCH_ARGS)
+
+bench-micro:
+	@EXTRAS=$(BENCH_EXTRAS) scripts/bootstrap.sh
+	.venv/bin/python -m pytest bench $(PYTEST_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info dqlite/*.so dqlite/_protocol.c .pytest_cache
+
+# Fuzzing (fuzz/): clang, atheris, the instrumented builds in build/fuzz/, the seed corpus.
+FUZZ_TIME ?= 180
+.PHONY: fuzz fuzz-setup
+fuzz-setup: build
+	@fuzz/setup.sh
+
+fuzz: fuzz-setup
+	.venv/bin/python fuzz/run.py --time $(FUZZ_TIME)
+
+# make test includes a short bounded fuzz run (tests/test_fuzz.py), which needs the above.
+test: fuzz-setup
