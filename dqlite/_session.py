@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from ssl import SSLContext
 from typing import Any, NamedTuple
@@ -398,21 +397,16 @@ class Session:
         if self.connected_to is None:
             yield from self.connect()
 
-    @contextmanager
-    def _encoding(self) -> Iterator[None]:
-        """Encode a request and what travels ahead of it, all or nothing.
+    def _unencode(self, to_finalize: list[int] | None) -> None:
+        """Undo a half-encoded request and what was queued ahead of it.
 
         A parameter the encoder refuses must not leave the BEGIN or the
         FINALIZEs queued before it in the buffer, to be sent with the next
         request and answered out of step.
         """
-        to_finalize = list(self.to_finalize)
-        try:
-            yield
-        except BaseException:
-            self.encoder.clear()
+        self.encoder.clear()
+        if to_finalize:
             self.to_finalize = to_finalize
-            raise
 
     def _queue_finalizes(self) -> int:
         """Encode FINALIZE for evicted statements; returns how many EMPTYs to read."""
@@ -523,13 +517,22 @@ class Session:
         try:
             return (yield from op)
         except Error as exc:
-            if self.is_connection_failure(exc):
-                error = self.lost(exc, writing=writing and not isinstance(exc, ProtocolError))
-                yield CLOSE
-                raise error from exc
-            if isinstance(exc, DatabaseError):
-                yield from self._after_statement_error(exc)
+            yield from self._failed(exc, writing)
             raise
+
+    def _failed(self, exc: Error, writing: bool) -> Op:
+        """``exc`` ended an operation: raise what it means for the connection.
+
+        A connection failure is turned into the right exception (and the
+        socket closed); after a server error inside a transaction, the
+        transaction is checked.  Returns normally when ``exc`` stands.
+        """
+        if self.is_connection_failure(exc):
+            error = self.lost(exc, writing=writing and not isinstance(exc, ProtocolError))
+            yield CLOSE
+            raise error from exc
+        if isinstance(exc, DatabaseError):
+            yield from self._after_statement_error(exc)
 
     def _after_statement_error(self, exc: Error) -> Op:
         """After a server error inside a transaction, check the transaction survived."""
@@ -686,17 +689,25 @@ class Session:
         # connection after sending it leaves its outcome unknown.
         writing = info.kind == _sql.COMMIT or (
             info.kind != _sql.QUERY and self.autocommit and not self.in_transaction)
-        yield from self._guarded(self._execute(cursor, sql, info, params), writing=writing)
+        try:
+            yield from self._execute(cursor, sql, info, params)
+        except Error as exc:
+            yield from self._failed(exc, writing)
+            raise
 
     def _execute(self, cursor: ResultState, sql: str, info: _sql.Statement, params: Sequence[Any]) -> Op:
         kind = info.kind
         if not params and kind in _EXEC_SQL_KINDS:
             # DDL and transaction control: one EXEC_SQL, nothing worth caching.
             yield from self._ensure_connected()
-            with self._encoding():
+            saved = self.to_finalize[:]
+            try:
                 nfin = self._queue_finalizes()
                 begin = self._begin_if_needed(info)
                 self.encoder.exec_sql(sql)
+            except BaseException:
+                self._unencode(saved)
+                raise
             yield from self._send_with_prologue(nfin, begin)
             yield from self._read(self.decoder.read_result)
             self._track_transaction_control(info)
@@ -717,19 +728,30 @@ class Session:
             params32 = yield from self._check_params(prepared, params)
         if self.connected_to is None:
             yield from self.connect()
-        with self._encoding():
-            nfin = self._queue_finalizes() if self.to_finalize else 0
+        saved = self.to_finalize[:] if self.to_finalize else None
+        try:
+            nfin = self._queue_finalizes() if saved else 0
             begin = self._begin_if_needed(info)
             if kind == _sql.QUERY or kind == _sql.PRAGMA:
                 self.encoder.query(prepared.stmt_id, params, params32)
             else:
                 self.encoder.exec(prepared.stmt_id, params, params32)
+        except BaseException:
+            self._unencode(saved)
+            raise
         decoder = self.decoder
-        if kind == _sql.QUERY or kind == _sql.PRAGMA:
+        if nfin or begin:
             yield from self._send_with_prologue(nfin, begin)
+        else:
+            yield self.encoder.take()
+        if kind == _sql.QUERY or kind == _sql.PRAGMA:
             rows: list = []
             try:
-                done = yield from self._read_rows(rows)
+                if self.unread:
+                    yield from self._read_unread()
+                while decoder.next_message() < 0:
+                    yield RECV
+                done = decoder.read_rows(rows)
             except (ConnectionLostError, ProtocolError):
                 raise
             except Error as exc:
@@ -763,7 +785,6 @@ class Session:
             else:
                 self.streaming = cursor
             return
-        yield from self._send_with_prologue(nfin, begin)
         last_id, changes = yield from self._read(decoder.read_result)
         if kind == _sql.DML:
             cursor._set_result(last_id if info.is_insert else cursor._lastrowid, changes)
