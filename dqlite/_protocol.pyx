@@ -841,17 +841,22 @@ cdef class Decoder:
                 return True
             if marker != MARKER_PART:
                 raise ProtocolError("ROWS message does not end with a DONE or PART marker")
-            if end - p == 8:
-                self.empty_parts += 1
-                if self.empty_parts > MAX_EMPTY_PARTS:
-                    raise ProtocolError(
-                        "server keeps sending ROWS batches with no rows (its column-name "
-                        "header is too large to fit a row in a batch); result abandoned")
-            else:
-                self.empty_parts = 0
+            self._count_part(end - p == 8)
             return False
         finally:
             self._release()
+
+    cdef int _count_part(self, bint empty) except -1:
+        """A PART batch ended; too many empty ones in a row is the endless stream (§8.7)."""
+        if not empty:
+            self.empty_parts = 0
+            return 0
+        self.empty_parts += 1
+        if self.empty_parts > MAX_EMPTY_PARTS:
+            raise ProtocolError(
+                "server keeps sending ROWS batches with no rows (its column-name "
+                "header is too large to fit a row in a batch); result abandoned")
+        return 0
 
     def end_result(self):
         """Mark the end of a result: the next ROWS starts a new one."""
@@ -929,14 +934,7 @@ cdef class Decoder:
                 if word == MARKER_DONE:
                     self.empty_parts = 0
                     return True
-                if nrows == 0:
-                    self.empty_parts += 1
-                    if self.empty_parts > MAX_EMPTY_PARTS:
-                        raise ProtocolError(
-                            "server keeps sending ROWS batches with no rows (its column-name "
-                            "header is too large to fit a row in a batch); result abandoned")
-                else:
-                    self.empty_parts = 0
+                self._count_part(nrows == 0)
                 return False
             if end - p < hsize:
                 raise ProtocolError("ROWS row header truncated")

@@ -181,7 +181,22 @@ class ConnectionBase:
 class ResultState:
     """The part of a cursor that holds a result; shared by both cursor classes."""
 
-    _connection: Any
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection  # None once closed
+        self._owner = connection
+        self._init_result()
+
+    @property
+    def connection(self) -> Any:
+        """The connection this cursor belongs to (PEP 249 extension)."""
+        return self._owner
+
+    def _check(self) -> Any:
+        connection = self._connection
+        if connection is None:
+            raise ProgrammingError("Cannot operate on a closed cursor.")
+        connection._session.check_open()
+        return connection
 
     def __repr__(self) -> str:
         state = "closed" if self._connection is None else f"rowcount={self._rowcount}"

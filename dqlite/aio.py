@@ -405,21 +405,8 @@ class AsyncConnection(ConnectionBase):
 class AsyncCursor(ResultState):
     """An asyncio cursor; results stream from the server batch by batch."""
 
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection: AsyncConnection | None = connection  # None once closed
-        self._owner = connection
-        self._init_result()
-
-    @property
-    def connection(self) -> AsyncConnection:
-        return self._owner
-
-    def _check(self) -> AsyncConnection:
-        connection = self._connection
-        if connection is None:
-            raise ProgrammingError("Cannot operate on a closed cursor.")
-        connection._session.check_open()
-        return connection
+    _connection: AsyncConnection | None
+    connection: AsyncConnection
 
     def _check_result(self) -> AsyncConnection:
         connection = self._check()

@@ -199,24 +199,8 @@ class Connection(ConnectionBase):
 class Cursor(ResultState):
     """A DB-API 2.0 cursor.  Results stream from the server batch by batch."""
 
-    arraysize: int
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection: Connection | None = connection  # None once closed
-        self._owner = connection
-        self._init_result()
-
-    @property
-    def connection(self) -> Connection:
-        """The connection this cursor belongs to (PEP 249 extension)."""
-        return self._owner
-
-    def _check(self) -> Connection:
-        connection = self._connection
-        if connection is None:
-            raise ProgrammingError("Cannot operate on a closed cursor.")
-        connection._session.check_open()
-        return connection
+    _connection: Connection | None
+    connection: Connection
 
     def _release_result(self, connection: Connection) -> None:
         if connection._session.streaming is self:
