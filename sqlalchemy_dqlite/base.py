@@ -10,6 +10,7 @@ some columns by their declared type, protocol.md §1.7).
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import sys
 import weakref
@@ -289,11 +290,13 @@ class DqliteDialect(SQLiteDialect):
         limit = self.max_parameters
         if limit is not None and parameters and len(parameters) > limit:
             # An IN list of more than 255 values (the ORM's selectinload
-            # sends up to 500) or a large multi-row VALUES: render the
-            # values into the statement, which the server then accepts.
-            inlined = inline_parameters(statement, parameters)
-            if inlined is not None:
-                statement, parameters = inlined, ()
+            # sends up to 500): bind the whole list as one JSON array that
+            # the server unpacks with json_each.  Values stay bound, never
+            # written into the SQL; what cannot be rewritten is sent as it
+            # is and refused by the driver.
+            rewritten = bind_in_lists_as_json(statement, parameters)
+            if rewritten is not None:
+                statement, parameters = rewritten
         cursor.execute(statement, parameters)
 
     def _get_default_schema_name(self, connection: Any) -> str:
@@ -367,50 +370,69 @@ _PLACEHOLDERS = re.compile(
     r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/|(\?)""",
     re.DOTALL,
 )
+# An IN list of bare placeholders, as SQLAlchemy renders an expanding IN.
+_IN_LIST = re.compile(r"\bIN\s*\(\s*\?(?:\s*,\s*\?)*\s*\)", re.IGNORECASE)
 _INT64 = range(-(1 << 63), 1 << 63)
 
 
-def _sql_literal(value: Any) -> str | None:
-    """``value`` as an SQLite literal, or None if it has no exact one."""
+def _json_value(value: Any) -> Any:
+    """``value`` as the driver would bind it, in JSON terms; TypeError if it has none."""
     cls = value.__class__
-    if value is None:
-        return "NULL"
-    if cls is bool:
-        return "1" if value else "0"
+    if value is None or cls is str or cls is bool:
+        return value
     if cls is int:
-        return str(value) if value in _INT64 else None
+        if value not in _INT64:
+            raise TypeError("integer out of range")
+        return value
     if cls is float:
-        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else None
-    if cls is str:
-        # SQLite strings have no escapes but the doubled quote; a NUL
-        # would end the literal, so such a value stays a parameter.
-        return None if "\x00" in value else "'" + value.replace("'", "''") + "'"
-    if cls is bytes:
-        return "X'" + value.hex() + "'"
-    return None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise TypeError("no JSON for NaN or infinity")
+        return value
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(" ")
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    raise TypeError(f"{cls.__name__} has no JSON form")  # bytes, Decimal, ...: left alone
 
 
-def inline_parameters(statement: str, parameters: Any) -> str | None:
-    """``statement`` with its ``?`` placeholders replaced by the values, or None.
+def bind_in_lists_as_json(statement: str, parameters: Any) -> tuple[str, tuple] | None:
+    """Rewrite ``IN (?, ?, ...)`` lists as ``IN (SELECT value FROM json_each(?))``.
 
-    None if a value has no exact SQLite literal or the placeholders do not
-    match the parameters; the statement is then sent as it is.
+    Each list's values become one JSON array bound to one placeholder, so a
+    statement with hundreds of keys fits a server limited to 255 parameters.
+    Returns (statement, parameters), or None when nothing could be rewritten.
     """
-    literals = [_sql_literal(value) for value in parameters]
-    if None in literals:
+    # Where each placeholder outside quotes and comments sits.
+    positions = [m.start(1) for m in _PLACEHOLDERS.finditer(statement) if m.group(1)]
+    if len(positions) != len(parameters):
         return None
-    values = iter(literals)
-    count = 0
-
-    def replace(match: re.Match) -> str:
-        nonlocal count
-        if match.group(1) is None:
-            return match.group(0)
-        count += 1
-        return next(values, "?")
-
-    out = _PLACEHOLDERS.sub(replace, statement)
-    return out if count == len(literals) else None
+    index_of = {pos: i for i, pos in enumerate(positions)}
+    out: list[str] = []
+    params: list[Any] = []
+    done = 0          # statement text copied so far
+    taken = 0         # parameters consumed so far
+    changed = False
+    for match in _IN_LIST.finditer(statement):
+        marks = [pos for pos in range(match.start(), match.end()) if pos in index_of]
+        if not marks or marks[0] < done or len(marks) != match.group(0).count("?"):
+            continue  # a '?' inside quotes, or overlapping: leave it
+        first, last = index_of[marks[0]], index_of[marks[-1]]
+        values = list(parameters[first:last + 1])
+        try:
+            array = json.dumps([_json_value(v) for v in values], ensure_ascii=False)
+        except (TypeError, ValueError):
+            continue
+        out.append(statement[done:match.start()])
+        out.append("IN (SELECT value FROM json_each(?))")
+        params.extend(parameters[taken:first])
+        params.append(array)
+        done, taken = match.end(), last + 1
+        changed = True
+    if not changed:
+        return None
+    out.append(statement[done:])
+    params.extend(parameters[taken:])
+    return "".join(out), tuple(params)
 
 
 def parse_url(url: Any) -> tuple[list[str], str, dict[str, Any]]:
