@@ -23,23 +23,12 @@ PART = b"\xee" * 8
 R_FAILURE, R_SERVER, R_SERVERS, R_DB, R_STMT, R_RESULT, R_ROWS, R_EMPTY, R_FILES = 0, 1, 3, 4, 5, 6, 7, 8, 9
 
 
-def u64(v: int) -> bytes:
-    return struct.pack("<Q", v)
-
-
-def i64(v: int) -> bytes:
-    return struct.pack("<q", v)
-
-
-def f64(v: float) -> bytes:
-    return struct.pack("<d", v)
-
-
-def txt(s: str | bytes) -> bytes:
-    """text (§1.3): UTF-8, NUL, zero padding to 8; pad8(len+1) bytes."""
-    raw = s.encode() if isinstance(s, str) else s
-    raw += b"\0"
-    return raw + b"\0" * (-len(raw) % 8)
+try:  # the wire-building helpers written from protocol.md, shared with the fake server
+    from fakeserver import f64, i64, u64
+    from fakeserver import text as txt
+except ImportError:  # tests/ imported as a package
+    from tests.fakeserver import f64, i64, u64  # type: ignore[no-redef]
+    from tests.fakeserver import text as txt  # type: ignore[no-redef]
 
 
 def blb(b: bytes) -> bytes:
