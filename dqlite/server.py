@@ -514,6 +514,21 @@ class LocalCluster:
                 raise TimeoutError(f"running voters of {self!r} did not agree on a leader: {answers}")
             time.sleep(_POLL_INTERVAL)
 
+    def transfer_leadership(self, node_id: int | None = None) -> str:
+        """Move leadership to ``node_id`` (default: another running node); returns its address.
+
+        Returns once every running voter names the new leader.
+        """
+        old = self.leader_node()
+        if node_id is None:
+            node_id = next(n.id for n in self._nodes if n is not old and n.is_alive())
+        with NodeClient(old.address, timeout=self.timeout) as client:
+            client.transfer(node_id)
+        new = self.wait_for_leader()
+        if new != self.node(node_id).address:
+            raise RuntimeError(f"leadership went to {new}, not to node {node_id}")
+        return new
+
     def add_node(self, role: int = VOTER) -> LocalNode:
         """Start one more node and join it with ``role`` (VOTER, STANDBY or SPARE)."""
         node_id = max((n.id for n in self._nodes), default=0) + 1

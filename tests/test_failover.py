@@ -6,14 +6,9 @@ import dqlite
 from dqlite.cluster import ClusterAdmin, NodeClient, find_leader
 
 
-def transfer_away(cluster):
+def transfer_away(cluster) -> str:
     """Move leadership off the current leader; returns the new leader's address."""
-    old = cluster.leader_node()
-    target = next(n for n in cluster.nodes if n is not old)
-    ClusterAdmin(cluster.addresses).transfer(target.id)
-    new = cluster.wait_for_leader()
-    assert new == target.address
-    return new
+    return cluster.transfer_leadership()
 
 
 def assert_all_alive(cluster):
