@@ -9,6 +9,7 @@ from setuptools import Extension, setup
 
 extensions = [
     Extension("dqlite._protocol", ["dqlite/_protocol.pyx"]),
+    Extension("dqlite._sockio", ["dqlite/_sockio.pyx"]),
 ]
 
 setup(

@@ -8,6 +8,7 @@ Each operation is a generator that yields what it needs from the I/O shell
 
 * ``bytes``: send them;
 * ``RECV`` (None): receive more bytes into the decoder;
+* ``POLL``: take in what has already arrived, without waiting (may do nothing);
 * ``CLOSE``: close the socket;
 * ``Connect(address, timeout)``: open a socket to a node (not handshaken),
   and bound each wait by ``timeout`` until ``CONNECTED``;
@@ -64,6 +65,7 @@ class _Sentinel:
 
 
 CLOSE = _Sentinel("CLOSE")
+POLL = _Sentinel("POLL")
 CONNECTED = _Sentinel("CONNECTED")
 
 
@@ -80,6 +82,8 @@ class Sleep(NamedTuple):
 Op = Generator[Any, None, Any]
 
 _HANDSHAKE = encode_handshake()
+_FAILURE = 0
+_RESULT = 6
 _ROWS = 7
 
 # Primary result codes after which SQLite may have rolled a transaction back
@@ -309,6 +313,14 @@ class Session:
         self.streaming: ResultState | None = None
         self.in_transaction = False
         self.transaction_wrote = False   # the open transaction ran more than queries
+        self.implicit_transaction = False  # the open (or last) transaction began by itself (PEP 249)
+        # A BEGIN went out with the end of the last read-only transaction
+        # (_end_read_only): the server holds an empty deferred transaction
+        # for the next statement.  Not ``in_transaction``: nothing ran in it.
+        self.begun_ahead = False
+        # The transaction was begun ahead and its first statement has not
+        # been answered: losing the connection now loses nothing of it.
+        self.transaction_fresh = False
         self.unread = 0                  # answers owed by the server and not read yet
         self.transaction_lost: str | None = None
         self.closed = False
@@ -352,6 +364,7 @@ class Session:
         """The application closed the connection (the shell closes the socket)."""
         self.closed = True
         self.in_transaction = False
+        self.begun_ahead = False
         self.streaming = None
         self.connected_to = None
         self.decoder.reset()
@@ -397,6 +410,47 @@ class Session:
         else:
             decoder.skip()
 
+    def _take_arrived_unread(self) -> Op:
+        """Consume the answers owed from earlier requests that have already arrived.
+
+        Done before sending the next request: the blocking shell then reads
+        them without waiting (and without giving up the GIL), and the next
+        receive finds the new request's answers rather than these.
+        """
+        yield POLL
+        decoder = self.decoder
+        while self.unread:
+            mtype = decoder.next_message()
+            if mtype != _RESULT and mtype != _FAILURE:
+                return  # not arrived yet (or unexpected: the usual path reads it)
+            if mtype == _FAILURE:
+                self.begun_ahead = False
+            decoder.skip()
+            self.unread -= 1
+
+    def _settle_ahead(self, info: _sql.Statement | None) -> Op:
+        """Before sending a statement: read what is owed, and end a transaction
+        begun ahead if ``info`` must not run in it (None: nothing may).
+
+        Whether the BEGIN sent ahead took is known only from its answer, so
+        it is waited for (it has almost always arrived already).
+        """
+        if self.unread:
+            yield from self._take_arrived_unread()
+            if self.unread and self.begun_ahead:
+                yield from self._read_unread()
+        if self.begun_ahead and (info is None or self.autocommit or self.in_transaction
+                                 or info.kind in (_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK)):
+            self.begun_ahead = False
+            self.encoder.exec_sql("ROLLBACK")
+            yield self.encoder.take()
+            try:
+                yield from self._read(self.decoder.read_result)
+            except (ConnectionLostError, ProtocolError):
+                raise
+            except Error:
+                pass  # nothing had run in it
+
     def _read_unread(self) -> Op:
         """Consume the answers to requests sent without waiting (see _end_read_only)."""
         n, self.unread = self.unread, 0
@@ -406,7 +460,9 @@ class Session:
             except (ConnectionLostError, ProtocolError):
                 raise
             except Error:
-                pass  # the end of a read-only transaction: nothing was at stake
+                # The end of a read-only transaction: nothing was at stake.
+                # A BEGIN sent with it did not run.
+                self.begun_ahead = False
 
     def _ensure_connected(self) -> Op:
         if self.connected_to is None:
@@ -444,6 +500,13 @@ class Session:
         """Encode the implicit BEGIN when PEP 249 semantics call for one."""
         if self.autocommit or self.in_transaction or info.kind in (_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK):
             return False
+        self.implicit_transaction = True
+        if self.begun_ahead:
+            # The server's transaction is open already (see _settle_ahead).
+            self.begun_ahead = False
+            self.in_transaction = True
+            self.transaction_fresh = True
+            return False
         self.encoder.exec_sql("BEGIN")
         return True
 
@@ -468,6 +531,7 @@ class Session:
         kind = info.kind
         if kind == _sql.BEGIN:
             self.in_transaction = True
+            self.implicit_transaction = False
             # A write lock taken up front must be released before commit()
             # returns: such a transaction counts as writing.
             self.transaction_wrote = info.takes_write_lock
@@ -501,6 +565,11 @@ class Session:
         self.to_finalize.clear()
         self.unread = 0
         self.transaction_wrote = False
+        self.begun_ahead = False
+        if self.transaction_fresh:
+            # Nothing of the transaction begun ahead had run: no transaction lost.
+            self.in_transaction = False
+            self.transaction_fresh = False
         self.decoder.reset()
         code = exc.code
         message = str(exc)
@@ -709,9 +778,13 @@ class Session:
         except Error as exc:
             yield from self._failed(exc, writing)
             raise
+        finally:
+            self.transaction_fresh = False
 
     def _execute(self, cursor: ResultState, sql: str, info: _sql.Statement, params: Sequence[Any]) -> Op:
         kind = info.kind
+        if (self.unread or self.begun_ahead) and self.connected_to is not None:
+            yield from self._settle_ahead(info)
         if not params and kind in _EXEC_SQL_KINDS:
             # DDL and transaction control: one EXEC_SQL, nothing worth caching.
             yield from self._ensure_connected()
@@ -824,9 +897,12 @@ class Session:
             yield from self.finish_stream()
         self.transaction_wrote = True
         # Outside a transaction the batch's RELEASE is its commit.
-        total = yield from self._guarded(
-            self._executemany(sql, info, iter(seq_of_parameters)),
-            writing=self.autocommit and not self.in_transaction)
+        try:
+            total = yield from self._guarded(
+                self._executemany(sql, info, iter(seq_of_parameters)),
+                writing=self.autocommit and not self.in_transaction)
+        finally:
+            self.transaction_fresh = False
         cursor._set_result(cursor._lastrowid, total if info.kind == _sql.DML else -1)
 
     def _executemany(self, sql: str, info: _sql.Statement, rows: Iterator[Sequence[Any]]) -> Op:
@@ -837,6 +913,8 @@ class Session:
         EXECs overlap: window k+1 is sent before the answers to window k are
         read, so the server never waits for the client.
         """
+        if (self.unread or self.begun_ahead) and self.connected_to is not None:
+            yield from self._settle_ahead(info)
         prepared = yield from self._prepare(sql, info)
         yield from self._ensure_connected()
         decoder = self.decoder
@@ -916,6 +994,8 @@ class Session:
 
     def _script_statement(self, statement: str, info: _sql.Statement) -> Op:
         yield from self._ensure_connected()
+        if self.unread or self.begun_ahead:
+            yield from self._settle_ahead(None)  # a script runs outside any transaction
         if info.returns_rows:
             self.encoder.query_sql(statement)
             yield self.encoder.take()
@@ -983,12 +1063,18 @@ class Session:
         self.transaction_wrote = False
         if self.connected_to is None:
             return
-        self.encoder.exec_sql(sql)
+        # PEP 249 mode: the next transaction will begin by itself, so its
+        # BEGIN goes out now, in the same request (EXEC_SQL runs both, and
+        # a deferred BEGIN takes no lock and no snapshot).  The next
+        # statement then travels alone and gets one answer, not two.
+        ahead = not self.autocommit and self.implicit_transaction
+        self.encoder.exec_sql(f"{sql}; BEGIN" if ahead else sql)
         try:
             yield self.encoder.take()
         except ConnectionLostError:
             return  # the server drops the transaction with the connection
         self.unread += 1
+        self.begun_ahead = ahead
 
     def _end_transaction(self, sql: str) -> Op:
         try:

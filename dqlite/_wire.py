@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from dqlite._protocol import Decoder, encode_handshake
+from dqlite._sockio import recv_nowait, send_nowait
 from dqlite.exceptions import ConnectionLostError, InterfaceError
 
 T = TypeVar("T")
@@ -46,7 +47,7 @@ def parse_address(address: str) -> tuple[str, int]:
 class Wire:
     """A connected, handshaken socket to one dqlite node, with its decoder."""
 
-    __slots__ = ("address", "sock", "decoder", "timeout")
+    __slots__ = ("address", "sock", "fd", "decoder", "timeout", "received_since_send")
 
     def __init__(
         self,
@@ -57,6 +58,7 @@ class Wire:
     ) -> None:
         self.address = address
         self.timeout = timeout
+        self.received_since_send = False
         self.decoder = decoder if decoder is not None else Decoder()
         host, port = parse_address(address)
         try:
@@ -67,6 +69,9 @@ class Wire:
         except OSError as exc:  # ssl.SSLError is an OSError
             raise ConnectionLostError(f"cannot connect to dqlite node {address}: {exc}") from exc
         self.sock: socket.socket | None = sock
+        # The descriptor for the calls that keep the GIL; -1 under TLS, whose
+        # bytes only the ssl module may read and write.
+        self.fd = -1 if isinstance(sock, ssl.SSLSocket) else sock.fileno()
         self.set_timeout(timeout)
 
     def set_timeout(self, timeout: float | None) -> None:
@@ -101,8 +106,12 @@ class Wire:
         sock = self.sock
         if sock is None:
             raise ConnectionLostError(f"connection to {self.address} is closed")
+        self.received_since_send = False
         try:
-            sock.sendall(data)
+            sent = send_nowait(self.fd, data) if self.fd >= 0 else 0
+            if sent < len(data):
+                # The socket buffer is full (or TLS): wait, releasing the GIL.
+                sock.sendall(memoryview(data)[sent:])
         except OSError as exc:
             self.close()
             raise ConnectionLostError(f"lost connection to {self.address} while sending: {_describe(exc)}") from exc
@@ -114,17 +123,35 @@ class Wire:
             self.fill()
         return reader()
 
+    def poll(self) -> None:
+        """Take in what has already arrived, without waiting (and keeping the GIL).
+
+        Errors and end of stream are left for the next blocking call to report.
+        """
+        if self.fd < 0:
+            return
+        try:
+            n = recv_nowait(self.fd, self.decoder.get_buffer())
+        except OSError:
+            return
+        if n > 0:
+            self.decoder.buffer_updated(n)
+
     def fill(self) -> None:
         sock = self.sock
         if sock is None:
             raise ConnectionLostError(f"connection to {self.address} is closed")
         try:
-            if QUICKACK:
-                # dqlite nodes write small responses with Nagle on: each one
-                # after the first waits for our ACK, which the kernel would
-                # delay by up to 40 ms.  Ask for immediate ACKs (not sticky).
+            if self.received_since_send and QUICKACK:
+                # dqlite nodes write with Nagle on: what they write after a
+                # response we received waits for our ACK, which the kernel
+                # may delay by up to 40 ms.  Setting QUICKACK sends a pending
+                # ACK now.  Not needed on the first receive after a send: the
+                # send carried the ACK of everything received before it, and
+                # any later arrival wakes this receive.
                 sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
             n = sock.recv_into(self.decoder.get_buffer())
+            self.received_since_send = True
         except OSError as exc:
             self.close()
             raise ConnectionLostError(f"lost connection to {self.address}: {_describe(exc)}") from exc
@@ -134,6 +161,7 @@ class Wire:
         self.decoder.buffer_updated(n)
 
     def close(self) -> None:
+        self.fd = -1
         sock, self.sock = self.sock, None
         if sock is not None:
             try:

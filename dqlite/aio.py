@@ -30,7 +30,7 @@ from ssl import SSLContext
 from typing import Any
 
 from dqlite._protocol import Decoder
-from dqlite._session import CLOSE, CONNECTED, Connect, ConnectionBase, Op, ResultState, Session, Sleep, as_params
+from dqlite._session import CLOSE, CONNECTED, POLL, Connect, ConnectionBase, Op, ResultState, Session, Sleep, as_params
 from dqlite._wire import QUICKACK, parse_address
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
@@ -61,16 +61,21 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.paused = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.sock: Any = None
+        self.received_since_write = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.loop = asyncio.get_running_loop()
         self.sock = transport.get_extra_info("socket") if QUICKACK else None
-        self._quickack()
+
+    def write(self, data: bytes) -> None:
+        self.received_since_write = False
+        self.transport.write(data)  # type: ignore[union-attr]
 
     def _quickack(self) -> None:
-        # See dqlite._wire: without immediate ACKs, every response after the
-        # first of a pipeline waits up to 40 ms behind the server's Nagle.
+        # See dqlite._wire.Wire.fill: what a node writes after a response we
+        # received waits for our ACK (Nagle), which the kernel may delay by
+        # up to 40 ms; setting QUICKACK sends it now.
         if self.sock is not None:
             try:
                 self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
@@ -83,8 +88,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         decoder = self.decoder
         decoder.buffer_updated(nbytes)
-        if self.sock is not None:
-            self._quickack()
+        self.received_since_write = True
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -111,6 +115,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         if self.paused:
             self.paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
+        if self.received_since_write and self.sock is not None:
+            self._quickack()
         waiter = asyncio.get_running_loop().create_future()
         self.waiter = waiter
         await waiter
@@ -242,7 +248,9 @@ class AsyncConnection(ConnectionBase):
                     protocol = self._protocol
                     if protocol is None or protocol.transport is None or protocol.transport.is_closing():
                         raise ConnectionLostError("not connected")
-                    protocol.transport.write(request)
+                    protocol.write(request)
+                elif request is POLL:
+                    pass  # the event loop has taken in whatever arrived
                 elif request is CLOSE:
                     self._close_transport()
                 elif type(request) is Connect:

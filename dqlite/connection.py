@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from ssl import SSLContext
 from typing import Any
 
-from dqlite._session import CLOSE, CONNECTED, Connect, ConnectionBase, Op, ResultState, Session, Sleep, as_params
+from dqlite._session import CLOSE, CONNECTED, POLL, Connect, ConnectionBase, Op, ResultState, Session, Sleep, as_params
 from dqlite._wire import Wire
 from dqlite.exceptions import (
     ConnectionLostError,
@@ -90,6 +90,9 @@ class Connection(ConnectionBase):
                         wire.fill()
                     else:
                         wire.send(request)
+                elif request is POLL:
+                    if wire is not None:
+                        wire.poll()
                 elif request is CLOSE:
                     self._close_wire()
                 elif type(request) is Connect:

@@ -111,6 +111,27 @@ def test_transaction_lost_with_the_leader(cluster, api_connect):
     conn.close()
 
 
+def test_leader_moving_between_transactions_loses_nothing(cluster, api_connect):
+    """A read-only transaction's end begins the next one on the server; if the
+    leader moves before that one runs anything, nothing is lost: the next
+    statement reports the lost connection, and the one after that works."""
+    conn = api_connect(cluster.addresses, "db")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.commit()
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
+    conn.rollback()
+    transfer_away(cluster)
+    with pytest.raises(dqlite.ConnectionLostError) as info:
+        conn.execute("SELECT count(*) FROM t")
+    assert not isinstance(info.value, dqlite.TransactionLostError)
+    assert not conn.in_transaction
+    conn.execute("INSERT INTO t VALUES (2)")  # no rollback() needed first
+    conn.commit()
+    assert conn.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,)]
+    conn.close()
+
+
 def test_commit_after_the_leader_moved_reports_the_transaction_lost(cluster, api_connect):
     conn = api_connect(cluster.addresses, "db")
     conn.execute("CREATE TABLE t (x)")

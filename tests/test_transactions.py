@@ -188,3 +188,38 @@ def test_read_only_transactions_end_cleanly(setup):
     conn.execute("INSERT INTO t VALUES (3)")
     conn.commit()  # a writing transaction: its COMMIT is awaited
     assert count(observer) == 3
+
+
+def test_the_transaction_after_a_read_only_one(setup):
+    """A read-only transaction's end also begins the next one (one request less
+    for the next statement); that transaction behaves like any other."""
+    conn, observer = setup
+    assert count(conn) == 0
+    conn.rollback()
+    observer.execute("INSERT INTO t VALUES (1)")
+    assert not conn.in_transaction
+    assert count(conn) == 1 and conn.in_transaction  # its snapshot starts at its first read
+    observer.execute("INSERT INTO t VALUES (2)")
+    assert count(conn) == 1  # and holds until it ends
+    conn.commit()
+    assert count(conn) == 2
+    conn.commit()
+    # What must not run inside that transaction still does not.
+    conn.autocommit = True
+    conn.execute("INSERT INTO t VALUES (3)")
+    assert not conn.in_transaction and count(observer) == 3
+    conn.autocommit = False
+    assert count(conn) == 3
+    conn.commit()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO t VALUES (4)")
+    conn.rollback()
+    assert count(observer) == 3
+    assert count(conn) == 3
+    conn.rollback()
+    conn.executescript("INSERT INTO t VALUES (5);")
+    assert count(observer) == 4 and not conn.in_transaction
+    count(conn)
+    conn.commit()
+    with pytest.raises(dqlite.OperationalError, match="no transaction is active"):
+        conn.execute("COMMIT")  # as without the early BEGIN: nothing to commit
