@@ -1006,6 +1006,31 @@ class Session:
             yield from self._read(self.decoder.read_result)
         self._track_transaction_control(info)
 
+    # -- liveness ----------------------------------------------------------
+
+    def ping(self) -> Op:
+        """Check that the node this connection uses still leads the cluster.
+
+        Asks the node for the leader (no SQL: the transaction state is left
+        as it is).  Never reconnects: a connection that is down or talks to
+        a node that no longer leads is closed and reported lost.
+        """
+        self.check_open()
+        try:
+            if self.connected_to is None:
+                raise ConnectionLostError("not connected")
+            if self.streaming is not None:
+                yield from self.finish_stream()
+            self.encoder.leader()
+            yield self.encoder.take()
+            _, leader = yield from self._read(self.decoder.read_server)
+            if leader != self.connected_to:
+                now = f"the leader is {leader}" if leader else "it knows no leader"
+                raise ConnectionLostError(f"{self.connected_to} no longer leads the cluster ({now})")
+        except Error as exc:
+            yield from self._failed(exc, writing=False)
+            raise
+
     # -- transactions ------------------------------------------------------
 
     def commit(self) -> Op:

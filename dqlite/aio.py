@@ -354,6 +354,10 @@ class AsyncConnection(ConnectionBase):
         await self._run(self._session.executescript(script))
         return cursor
 
+    async def ping(self) -> None:
+        """Check that the connection still reaches the leader (see ``dqlite.Connection.ping``)."""
+        await self._run(self._session.ping())
+
     async def commit(self) -> None:
         """Commit the open transaction (see ``dqlite.Connection.commit``)."""
         await self._run(self._session.commit())

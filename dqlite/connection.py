@@ -154,6 +154,16 @@ class Connection(ConnectionBase):
         self._run(self._session.executescript(script))
         return cursor
 
+    def ping(self) -> None:
+        """Check that the connection still reaches the cluster's leader.
+
+        One round trip without SQL: an open transaction is left as it is.
+        Raises ``ConnectionLostError`` (``TransactionLostError`` inside a
+        transaction) if the connection is down or its node no longer leads;
+        the next statement then reconnects.
+        """
+        self._run(self._session.ping())
+
     def commit(self) -> None:
         """Commit the open transaction; a no-op when none is open.
 

@@ -189,6 +189,9 @@ class AsyncAdapt_dqlite_connection:
             return AsyncAdapt_dqlite_ss_cursor(self)
         return AsyncAdapt_dqlite_cursor(self)
 
+    def ping(self) -> None:
+        await_(self._connection.ping())
+
     def commit(self) -> None:
         await_(self._connection.commit())
 

@@ -343,16 +343,11 @@ class DqliteDialect(SQLiteDialect):
     # -- errors and pooling --------------------------------------------------
 
     def do_ping(self, dbapi_connection: Any) -> bool:
-        # In the driver's PEP 249 mode the ping's SELECT would open the
-        # transaction (and a following BEGIN IMMEDIATE would then fail): ping
-        # in autocommit mode instead.
-        if dbapi_connection.autocommit or dbapi_connection.in_transaction:
-            return super().do_ping(dbapi_connection)
-        dbapi_connection.autocommit = True
-        try:
-            return super().do_ping(dbapi_connection)
-        finally:
-            dbapi_connection.autocommit = False
+        # The driver's ping asks the node whether it still leads: no SQL, so
+        # no transaction is opened, and a connection to a deposed leader is
+        # replaced too.
+        dbapi_connection.ping()
+        return True
 
     def is_disconnect(self, e: Any, connection: Any, cursor: Any) -> bool:
         dbapi = self.loaded_dbapi

@@ -115,6 +115,9 @@ class AioConnection:
     def executescript(self, script):
         self._run(self.aio.executescript(script))
 
+    def ping(self):
+        self._run(self.aio.ping())
+
     def commit(self):
         self._run(self.aio.commit())
 

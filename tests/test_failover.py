@@ -132,6 +132,27 @@ def test_leader_moving_between_transactions_loses_nothing(cluster, api_connect):
     conn.close()
 
 
+def test_ping_checks_the_node_still_leads(cluster, api_connect):
+    conn = api_connect(cluster.addresses, "db")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.ping()
+    assert conn.in_transaction  # no SQL sent: the transaction is as it was
+    conn.commit()
+    conn.ping()
+    assert not conn.in_transaction
+    new_leader = transfer_away(cluster)
+    with pytest.raises(dqlite.ConnectionLostError, match="no longer leads"):
+        conn.ping()
+    conn.execute("INSERT INTO t VALUES (2)")  # reconnects to the new leader
+    assert conn.leader == new_leader
+    conn.commit()
+    conn.ping()
+    conn.close()
+    with pytest.raises(dqlite.ProgrammingError, match="closed"):
+        conn.ping()
+
+
 def test_commit_after_the_leader_moved_reports_the_transaction_lost(cluster, api_connect):
     conn = api_connect(cluster.addresses, "db")
     conn.execute("CREATE TABLE t (x)")
