@@ -19,13 +19,17 @@ import struct
 import sys
 
 PROTOCOL_VERSION = 1
-REQ_LEADER, REQ_OPEN, REQ_QUERY_SQL = 0, 3, 9
-RESP_FAILURE, RESP_SERVER, RESP_DB, RESP_ROWS = 0, 1, 4, 7
+REQ_LEADER, REQ_OPEN, REQ_PREPARE, REQ_QUERY, REQ_QUERY_SQL = 0, 3, 4, 6, 9
+RESP_FAILURE, RESP_SERVER, RESP_DB, RESP_STMT, RESP_ROWS = 0, 1, 4, 5, 7
 DONE = b"\xff" * 8
 PART = b"\xee" * 8
 
 _HEADER = struct.Struct("<IBBH")  # words, type, schema, extra
 _U64 = struct.Struct("<Q")
+_STMT = struct.Struct("<IIQ")  # db_id, stmt_id, param_count
+# QUERY of statement (db 0, stmt N) with one INTEGER parameter: the ids, a
+# one-word tuple header (count 1, type 1) and the value (protocol.md §1.5).
+_QUERY_ONE_INT = struct.Struct("<IBBHIIBB6xq")
 
 
 def _text(value: str) -> bytes:
@@ -146,6 +150,36 @@ class RawConnection:
                 return total, messages
             if marker != PART:
                 raise WireError("ROWS message ends with neither DONE nor PART")
+
+    def prepare(self, sql: str) -> int:
+        """PREPARE ``sql`` on database 0; the statement id."""
+        self.send(_message(REQ_PREPARE, _U64.pack(0) + _text(sql)))
+        mtype, body, _ = self.read_message()
+        if mtype != RESP_STMT:
+            raise WireError(f"PREPARE answered with message type {mtype}")
+        return _STMT.unpack_from(self.buf, body)[1]
+
+    def point_query(self, stmt_id: int, value: int) -> None:
+        """QUERY a prepared statement with one integer; read the answer, framing only.
+
+        What W1 costs below any driver: one request, one ROWS message, one
+        receive (no QUICKACK: one answer per request never waits for an ACK).
+        """
+        self.sock.sendall(_QUERY_ONE_INT.pack(3, REQ_QUERY, 0, 0, 0, stmt_id, 1, 1, value))
+        while True:
+            if self.end - self.start >= 8:
+                words = _HEADER.unpack_from(self.buf, self.start)[0]
+                size = 8 + words * 8
+                if self.end - self.start >= size:
+                    break
+            n = self.sock.recv_into(memoryview(self.buf)[self.end :])
+            if n == 0:
+                raise WireError("the server closed the connection")
+            self.end += n
+        mtype = self.buf[self.start + 4]
+        self.start = self.end = 0
+        if mtype != RESP_ROWS:
+            raise WireError(f"QUERY answered with message type {mtype}")
 
     def capture(self, sql: str) -> bytes:
         """The raw bytes of ``sql``'s whole ROWS response (for the micro-benchmarks)."""

@@ -70,7 +70,7 @@ class Workload:
 WORKLOADS: dict[str, Workload] = {
     w.id: w
     for w in (
-        Workload("W1", "point", "q/s", ("dbapi", "aio"), "dbapi"),
+        Workload("W1", "point", "q/s", ("dbapi", "aio", "wire"), "dbapi"),
         Workload("W2", "fetch", "s", ("dbapi", "aio"), "dbapi"),
         Workload("W3", "insert", "rows/s", ("dbapi", "aio"), "dbapi"),
         Workload("W4", "core", "s", ("sa",), "sa"),
@@ -550,6 +550,27 @@ async def w7_sa_aio(client: Client, p: Params) -> Measurement:
 # -- W8 ----------------------------------------------------------------------------
 
 
+def w1_wire(client: Client, p: Params) -> Measurement:
+    """W1's queries on a raw socket: the request bytes and the answer's framing only.
+
+    The per-query CPU of the kernel and the interpreter under any client of
+    this machine: what W1's client CPU is held against.
+    """
+    from bench import floor
+
+    conn = floor.connect_leader(client.addresses, client.database)
+    stmt_id = conn.prepare(POINT_SQL)
+    for i in p.ids(200, seed=1):
+        conn.point_query(stmt_id, i)
+    ids = p.ids(W1_QUERIES, seed=2)
+    with measure() as m:
+        for i in ids:
+            conn.point_query(stmt_id, i)
+    conn.close()
+    m.count = len(ids)
+    return m
+
+
 def w8_wire(client: Client, p: Params) -> Measurement:
     """The W2 query on a raw socket, every byte read, framing only (``bench.floor``)."""
     from bench import floor
@@ -568,6 +589,7 @@ def w8_wire(client: Client, p: Params) -> Measurement:
 IMPLEMENTATIONS: dict[tuple[str, str], Callable[[Client, Params], Any]] = {
     ("W1", "dbapi"): w1_dbapi,
     ("W1", "aio"): w1_aio,
+    ("W1", "wire"): w1_wire,
     ("W2", "dbapi"): w2_dbapi,
     ("W2", "aio"): w2_aio,
     ("W3", "dbapi"): w3_dbapi,

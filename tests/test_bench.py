@@ -1,0 +1,31 @@
+"""The benchmark CLI runs end to end against a real cluster (tiny sizes; no timing asserted)."""
+
+import json
+import subprocess
+import sys
+
+# Every workload but M1 (which always iterates a million rows).
+WORKLOADS = "W1,W2,W3,W4,W5,W6,W7"
+
+
+def test_every_workload_runs_and_is_reported(dqlite_cluster, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--url", ",".join(dqlite_cluster.addresses), "--database", "bench_smoke",
+         "--workloads", WORKLOADS, "--rounds", "1", "--rows", "500", "--json", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    ran = {(row["workload"], row["role"], row["driver"]) for row in data["summary"] if row["status"] == "ok"}
+    expected = {(w, "ours", d) for w, d in [
+        ("W1", "dbapi"), ("W1", "aio"), ("W2", "dbapi"), ("W2", "aio"), ("W3", "dbapi"), ("W3", "aio"),
+        ("W4", "sa"), ("W5", "sa"), ("W6", "sa"), ("W6", "dbapi"), ("W7", "sa.aio"), ("W7", "aio")]}
+    expected |= {("W1", "floor", "wire"), ("W8", "floor", "wire")}
+    expected |= {(w, "ref", d) for w, d in [("W1", "dbapi"), ("W2", "dbapi"), ("W3", "dbapi"), ("W4", "sa"),
+                                             ("W5", "sa"), ("W6", "sa"), ("W7", "sa.aio")]}
+    assert expected <= ran, sorted(expected - ran)
+    assert all(m["value"] > 0 and m["count"] > 0 for m in data["measurements"] if m["status"] == "ok")
+    checked = {(t["workload"], t["driver"]) for t in data["targets"] if t["verdict"] in ("hold", "MISS")}
+    assert {("W1", "dqlite DB-API"), ("W3", "dqlite DB-API"), ("W6", "SQLAlchemy dqlite"),
+            ("W7", "SQLAlchemy async dqlite")} <= checked
+    assert "W1 point" in proc.stdout and "target" in proc.stdout
