@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -47,7 +48,7 @@ def parse_address(address: str) -> tuple[str, int]:
 class Wire:
     """A connected, handshaken socket to one dqlite node, with its decoder."""
 
-    __slots__ = ("address", "sock", "fd", "decoder", "timeout", "received_since_send")
+    __slots__ = ("address", "sock", "fd", "decoder", "timeout", "received_since_send", "shortened")
 
     def __init__(
         self,
@@ -59,6 +60,7 @@ class Wire:
         self.address = address
         self.timeout = timeout
         self.received_since_send = False
+        self.shortened = False  # the kernel bound is below ``timeout`` (see fill)
         self.decoder = decoder if decoder is not None else Decoder()
         host, port = parse_address(address)
         try:
@@ -81,9 +83,13 @@ class Wire:
         socket: a Python-level socket timeout would cost a poll() before
         every send and every receive.
         """
+        self.timeout = timeout
+        self.shortened = False
+        self._bound_waits(timeout)
+
+    def _bound_waits(self, timeout: float | None) -> None:
         sock = self.sock
         assert sock is not None
-        self.timeout = timeout
         if timeout is None or isinstance(sock, ssl.SSLSocket):
             # TLS reads must not see a bare EAGAIN: Python's own timeout there.
             sock.settimeout(timeout)
@@ -137,10 +143,26 @@ class Wire:
         if n > 0:
             self.decoder.buffer_updated(n)
 
-    def fill(self) -> None:
+    def fill(self, deadline: float = 0.0) -> None:
+        """Receive what arrives next (waiting for it) into the decoder.
+
+        ``deadline`` (``time.monotonic()``; 0 for none) bounds the whole
+        operation: each wait is bounded by ``timeout``, and once less than
+        that is left, by what is left, so that a peer trickling bytes cannot
+        stretch an operation.  The kernel keeps the bound (no poll() per
+        receive); ``restore_timeout()`` undoes the shortening afterwards.
+        """
         sock = self.sock
         if sock is None:
             raise ConnectionLostError(f"connection to {self.address} is closed")
+        if deadline and self.timeout is not None:
+            left = deadline - time.monotonic()
+            if self.shortened or left < 0.9 * self.timeout:
+                if left <= 0:
+                    self.close()
+                    raise ConnectionLostError(f"timed out waiting for {self.address}")
+                self._bound_waits(left)
+                self.shortened = True
         try:
             if self.received_since_send and QUICKACK:
                 # dqlite nodes write with Nagle on: what they write after a
@@ -159,6 +181,11 @@ class Wire:
             self.close()
             raise ConnectionLostError(f"dqlite node {self.address} closed the connection")
         self.decoder.buffer_updated(n)
+
+    def restore_timeout(self) -> None:
+        """Bound each wait by ``timeout`` again after ``fill`` shortened it."""
+        if self.shortened and self.sock is not None:
+            self.set_timeout(self.timeout)
 
     def close(self) -> None:
         self.fd = -1

@@ -136,9 +136,10 @@ async def connect(
     """Connect to the leader of a dqlite cluster and open ``database``.
 
     The arguments, their meaning and the errors are those of
-    ``dqlite.connect``; ``timeout`` bounds the leader search and then each
-    operation (a timed-out operation raises an ``OperationalError`` and
-    closes the connection, which reconnects on its next use).
+    ``dqlite.connect``; ``timeout`` bounds the leader search and then the
+    wait for each answer, counted from its request (a timed-out operation
+    raises an ``OperationalError`` and closes the connection, which
+    reconnects on its next use).
     """
     session = Session(
         address, database, timeout=timeout, autocommit=autocommit,
@@ -249,6 +250,9 @@ class AsyncConnection(ConnectionBase):
                     if protocol is None or protocol.transport is None or protocol.transport.is_closing():
                         raise ConnectionLostError("not connected")
                     protocol.write(request)
+                    # Each answer gets the whole timeout from its request: a
+                    # long pipelined operation keeps its time while it sends.
+                    self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
                 elif request is POLL:
                     pass  # the event loop has taken in whatever arrived
                 elif request is CLOSE:

@@ -24,7 +24,7 @@ from dqlite.exceptions import (
 __all__ = ["Connection", "Cursor", "connect"]
 
 log = logging.getLogger("dqlite")
-
+_monotonic = time.monotonic
 
 def connect(
     address: str | Sequence[str],
@@ -43,7 +43,9 @@ def connect(
     any of which can name the leader.  The driver finds the leader, connects
     to it and opens the database, retrying until ``timeout`` seconds pass.
 
-    ``timeout`` also bounds every later socket operation.  With
+    ``timeout`` also bounds the wait for each answer: a server that does not
+    answer a request within ``timeout`` seconds (or trickles the answer in
+    slower than that) fails the operation with ``ConnectionLostError``.  With
     ``autocommit=False`` (the PEP 249 default) a transaction begins implicitly
     before the first statement after connect, ``commit()`` or ``rollback()``.
     ``parse_datetimes=False`` returns DATETIME/DATE/TIMESTAMP values as the
@@ -71,43 +73,56 @@ class Connection(ConnectionBase):
     # -- the I/O loop --------------------------------------------------------
 
     def _run(self, op: Op) -> Any:
-        """Drive one session operation with blocking socket I/O."""
+        """Drive one session operation with blocking socket I/O.
+
+        Each answer is waited for at most ``timeout`` seconds from the
+        request that asked for it, however the bytes trickle in (see
+        ``Wire.fill``); a long pipelined operation keeps sending, so it
+        keeps its time.
+        """
         send = op.send
         throw = op.throw
         error: Error | None = None
-        while True:
-            try:
-                request = send(None) if error is None else throw(error)
-            except StopIteration as stop:
-                return stop.value
-            error = None
+        deadline = 0.0
+        try:
+            while True:
+                try:
+                    request = send(None) if error is None else throw(error)
+                except StopIteration as stop:
+                    return stop.value
+                error = None
+                wire = self._wire
+                try:
+                    if request is None or type(request) is bytes:
+                        if wire is None:
+                            raise ConnectionLostError("not connected")
+                        if request is None:
+                            wire.fill(deadline)
+                        else:
+                            wire.send(request)
+                            deadline = _monotonic() + self._session.timeout
+                    elif request is POLL:
+                        if wire is not None:
+                            wire.poll()
+                    elif request is CLOSE:
+                        self._close_wire()
+                    elif type(request) is Connect:
+                        self._close_wire()
+                        self._wire = Wire(request.address, request.timeout, self._session.decoder,
+                                          self._session.ssl)
+                    elif request is CONNECTED:
+                        if wire is not None:
+                            wire.set_timeout(self._session.timeout)
+                    elif type(request) is Sleep:
+                        time.sleep(request.seconds)
+                    else:  # pragma: no cover - a bug in the session
+                        raise AssertionError(f"unknown I/O request {request!r}")
+                except ConnectionLostError as exc:
+                    error = exc
+        finally:
             wire = self._wire
-            try:
-                if request is None or type(request) is bytes:
-                    if wire is None:
-                        raise ConnectionLostError("not connected")
-                    if request is None:
-                        wire.fill()
-                    else:
-                        wire.send(request)
-                elif request is POLL:
-                    if wire is not None:
-                        wire.poll()
-                elif request is CLOSE:
-                    self._close_wire()
-                elif type(request) is Connect:
-                    self._close_wire()
-                    self._wire = Wire(request.address, request.timeout, self._session.decoder,
-                                      self._session.ssl)
-                elif request is CONNECTED:
-                    if wire is not None:
-                        wire.set_timeout(self._session.timeout)
-                elif type(request) is Sleep:
-                    time.sleep(request.seconds)
-                else:  # pragma: no cover - a bug in the session
-                    raise AssertionError(f"unknown I/O request {request!r}")
-            except ConnectionLostError as exc:
-                error = exc
+            if wire is not None and wire.shortened:
+                wire.restore_timeout()
 
     def _close_wire(self) -> None:
         wire, self._wire = self._wire, None

@@ -145,6 +145,19 @@ def test_executemany_with_a_bad_parameter_set_applies_nothing(connect, setup):
     assert count(observer) == 0
 
 
+def test_executemany_longer_than_the_timeout_completes(connect):
+    """The timeout bounds the wait for each answer, not a long pipelined batch."""
+    import time
+
+    conn = connect(autocommit=True, timeout=0.2)
+    conn.execute("CREATE TABLE big (x INTEGER)")
+    started = time.monotonic()
+    conn.executemany("INSERT INTO big VALUES (?)", ((i,) for i in range(150_000)))
+    took = time.monotonic() - started
+    assert took > 0.2  # the premise: the batch outlasts the timeout
+    assert conn.execute("SELECT count(*), sum(x) FROM big").fetchone() == (150_000, 149_999 * 150_000 // 2)
+
+
 def test_executemany_rowcount_and_refusals(setup):
     conn, _ = setup
     cur = conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,), (3,)])
