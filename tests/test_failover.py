@@ -18,6 +18,14 @@ def assert_all_alive(cluster):
             assert client.leader()[1] == cluster.leader_address()
 
 
+def table_with_one_row(cluster, api_connect):
+    """A PEP 249 connection in a transaction that created t and inserted 1 into it."""
+    conn = api_connect(cluster.addresses, "db")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    return conn
+
+
 @pytest.fixture
 def cluster(dqlite_fresh_cluster):
     return dqlite_fresh_cluster
@@ -90,9 +98,7 @@ def test_leader_transfer_between_statements_then_reuse(cluster, api_connect):
 
 
 def test_transaction_lost_with_the_leader(cluster, api_connect):
-    conn = api_connect(cluster.addresses, "db")
-    conn.execute("CREATE TABLE t (x)")
-    conn.execute("INSERT INTO t VALUES (1)")
+    conn = table_with_one_row(cluster, api_connect)
     conn.commit()
     conn.execute("INSERT INTO t VALUES (2)")  # opens a transaction
     transfer_away(cluster)
@@ -115,9 +121,7 @@ def test_leader_moving_between_transactions_loses_nothing(cluster, api_connect):
     """A read-only transaction's end begins the next one on the server; if the
     leader moves before that one runs anything, nothing is lost: the next
     statement reports the lost connection, and the one after that works."""
-    conn = api_connect(cluster.addresses, "db")
-    conn.execute("CREATE TABLE t (x)")
-    conn.execute("INSERT INTO t VALUES (1)")
+    conn = table_with_one_row(cluster, api_connect)
     conn.commit()
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
     conn.rollback()
@@ -133,9 +137,7 @@ def test_leader_moving_between_transactions_loses_nothing(cluster, api_connect):
 
 
 def test_ping_checks_the_node_still_leads(cluster, api_connect):
-    conn = api_connect(cluster.addresses, "db")
-    conn.execute("CREATE TABLE t (x)")
-    conn.execute("INSERT INTO t VALUES (1)")
+    conn = table_with_one_row(cluster, api_connect)
     conn.ping()
     assert conn.in_transaction  # no SQL sent: the transaction is as it was
     conn.commit()
