@@ -13,7 +13,9 @@ Each operation is a generator that yields what it needs from the I/O shell
 * ``Connect(address, timeout)``: open a socket to a node (not handshaken),
   and bound each wait by ``timeout`` until ``CONNECTED``;
 * ``CONNECTED``: the connection is set up; waits go back to the operation's timeout;
-* ``Sleep(seconds)``: wait (between leader discovery rounds).
+* ``Sleep(seconds)``: wait (between leader discovery rounds);
+* ``SendSoon(data)``: send bytes whose answer nobody waits for now; the shell
+  may hold them briefly to send them with the next write.
 
 The shell (``dqlite.connection`` blocking, ``dqlite.aio`` asyncio) performs
 the request and resumes the generator; an I/O failure is thrown into the
@@ -76,6 +78,10 @@ class Connect(NamedTuple):
 
 class Sleep(NamedTuple):
     seconds: float
+
+
+class SendSoon(NamedTuple):
+    data: bytes
 
 
 #: What an operation generator yields and returns.
@@ -429,16 +435,13 @@ class Session:
             self.unread -= 1
 
     def _settle_ahead(self, info: _sql.Statement | None) -> Op:
-        """Before sending a statement: read what is owed, and end a transaction
-        begun ahead if ``info`` must not run in it (None: nothing may).
-
-        Whether the BEGIN sent ahead took is known only from its answer, so
-        it is waited for (it has almost always arrived already).
+        """Before sending a statement: take in the answers that arrived, and
+        end a transaction begun ahead if ``info`` must not run in it (None:
+        nothing may).  Never waits: see _begin_if_needed for an answer that
+        has not arrived yet.
         """
         if self.unread:
             yield from self._take_arrived_unread()
-            if self.unread and self.begun_ahead:
-                yield from self._read_unread()
         if self.begun_ahead and (info is None or self.autocommit or self.in_transaction
                                  or info.kind in (_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK)):
             self.begun_ahead = False
@@ -502,11 +505,16 @@ class Session:
             return False
         self.implicit_transaction = True
         if self.begun_ahead:
-            # The server's transaction is open already (see _settle_ahead).
             self.begun_ahead = False
-            self.in_transaction = True
-            self.transaction_fresh = True
-            return False
+            if not self.unread:
+                # The BEGIN sent ahead took (its answer is in): the server's
+                # transaction is open already.
+                self.in_transaction = True
+                self.transaction_fresh = True
+                return False
+            # Its answer has not arrived: send BEGIN again rather than wait.
+            # If the one sent ahead took, this one fails harmlessly
+            # ("within a transaction", see _send_with_prologue).
         self.encoder.exec_sql("BEGIN")
         return True
 
@@ -1095,7 +1103,7 @@ class Session:
         ahead = not self.autocommit and self.implicit_transaction
         self.encoder.exec_sql(f"{sql}; BEGIN" if ahead else sql)
         try:
-            yield self.encoder.take()
+            yield SendSoon(self.encoder.take())
         except ConnectionLostError:
             return  # the server drops the transaction with the connection
         self.unread += 1

@@ -30,7 +30,7 @@ from ssl import SSLContext
 from typing import Any
 
 from dqlite._protocol import Decoder
-from dqlite._session import CLOSE, CONNECTED, POLL, Connect, ConnectionBase, Op, ResultState, Session, Sleep, as_params
+from dqlite._session import CLOSE, CONNECTED, POLL, Connect, SendSoon, ConnectionBase, Op, ResultState, Session, Sleep, as_params
 from dqlite._wire import QUICKACK, parse_address
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
@@ -62,6 +62,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.sock: Any = None
         self.received_since_write = False
+        self.pending: bytes | None = None  # to send at the end of this loop iteration (write_soon)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -70,7 +71,31 @@ class _StreamProtocol(asyncio.BufferedProtocol):
 
     def write(self, data: bytes) -> None:
         self.received_since_write = False
+        if self.pending is not None:
+            data = self.pending + data
+            self.pending = None
         self.transport.write(data)  # type: ignore[union-attr]
+
+    def write_soon(self, data: bytes) -> None:
+        """Send ``data`` at the end of this loop iteration, or with the next write.
+
+        For requests whose answer nobody awaits (the end of a read-only
+        transaction): sent after what the other tasks send in the same
+        iteration, or together with this connection's next request, they
+        cost the server fewer wake-ups.
+        """
+        if self.pending is None:
+            self.pending = data
+            self.loop.call_soon(self.flush)  # type: ignore[union-attr]
+        else:
+            self.pending += data
+
+    def flush(self) -> None:
+        data, self.pending = self.pending, None
+        transport = self.transport
+        if data is not None and transport is not None and not transport.is_closing():
+            self.received_since_write = False
+            transport.write(data)
 
     def _quickack(self) -> None:
         # See dqlite._wire.Wire.fill: what a node writes after a response we
@@ -115,6 +140,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         if self.paused:
             self.paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
+        if self.pending is not None:
+            self.flush()
         if self.received_since_write and self.sock is not None:
             self._quickack()
         waiter = asyncio.get_running_loop().create_future()
@@ -253,6 +280,11 @@ class AsyncConnection(ConnectionBase):
                     # Each answer gets the whole timeout from its request: a
                     # long pipelined operation keeps its time while it sends.
                     self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
+                elif type(request) is SendSoon:
+                    protocol = self._protocol
+                    if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+                        raise ConnectionLostError("not connected")
+                    protocol.write_soon(request.data)
                 elif request is POLL:
                     pass  # the event loop has taken in whatever arrived
                 elif request is CLOSE:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from ssl import SSLContext
 from typing import Any
 
-from dqlite._session import CLOSE, CONNECTED, POLL, Connect, ConnectionBase, Op, ResultState, Session, Sleep, as_params
+from dqlite._session import CLOSE, CONNECTED, POLL, Connect, SendSoon, ConnectionBase, Op, ResultState, Session, Sleep, as_params
 from dqlite._wire import Wire
 from dqlite.exceptions import (
     ConnectionLostError,
@@ -101,6 +101,10 @@ class Connection(ConnectionBase):
                         else:
                             wire.send(request)
                             deadline = _monotonic() + self._session.timeout
+                    elif type(request) is SendSoon:
+                        if wire is None:
+                            raise ConnectionLostError("not connected")
+                        wire.send(request.data)
                     elif request is POLL:
                         if wire is not None:
                             wire.poll()

@@ -217,6 +217,14 @@ def test_the_transaction_after_a_read_only_one(setup):
     conn.commit()
     assert count(conn) == 2
     conn.commit()
+    for _ in range(20):  # back to back: the early BEGIN's answer may not be in yet
+        assert count(conn) == 2
+        conn.rollback()
+        assert count(conn) == 2 and conn.in_transaction
+        observer.execute("INSERT INTO t VALUES (100)")
+        assert count(conn) == 2  # still one snapshot
+        conn.rollback()
+        observer.execute("DELETE FROM t WHERE x = 100")
     # What must not run inside that transaction still does not.
     conn.autocommit = True
     conn.execute("INSERT INTO t VALUES (3)")
