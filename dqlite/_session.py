@@ -1088,9 +1088,10 @@ class Session:
     def _end_read_only(self, sql: str) -> Op:
         """End a transaction that only read, without waiting for the answer.
 
-        Nothing is at stake, so COMMIT/ROLLBACK is sent now (the server ends
-        the read snapshot at once) and its answer is read ahead of the next
-        request's: a pooled read costs one round trip, not two.
+        Nothing is at stake, so COMMIT/ROLLBACK is sent now (the asyncio
+        shell at the end of the loop iteration at the latest; the server
+        ends the read snapshot then) and its answer is read ahead of the
+        next request's: a pooled read costs one round trip, not two.
         """
         self.in_transaction = False
         self.transaction_wrote = False
