@@ -144,7 +144,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             self.flush()
         if self.received_since_write and self.sock is not None:
             self._quickack()
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self.loop.create_future()  # type: ignore[union-attr]
         self.waiter = waiter
         await waiter
 
@@ -206,9 +206,12 @@ class AsyncConnection(ConnectionBase):
             error, self._pending_error = self._pending_error, None
             raise error
         self._busy = True
-        loop = asyncio.get_running_loop()
+        # The connection's own loop when it has one: asyncio.get_running_loop()
+        # costs a getpid() system call each time.
+        protocol = self._protocol
+        loop = protocol.loop if protocol is not None and protocol.loop is not None else asyncio.get_running_loop()
         self._deadline = loop.time() + self._session.timeout
-        self._task = asyncio.current_task()
+        self._task = asyncio.current_task(loop)
         self._timed_out = False
         if self._watchdog is None:
             self._watchdog = loop.call_at(self._deadline, self._on_watchdog)
