@@ -397,7 +397,13 @@ def format_comparison(rows: list[Row]) -> str:
             verdict = "-"
         else:
             r = row.cost / other.cost
-            verdict = f"{r:.2f}x" + (f"  (ours {1 / r:.1f}x faster)" if r < 1 else "")
+            percent = round(abs(1 / r - 1) * 100)
+            if r <= 0.5:
+                verdict = f"{r:.2f}x  (ours {1 / r:.1f}x as fast)"
+            elif percent == 0:
+                verdict = f"{r:.2f}x  (the same)"
+            else:
+                verdict = f"{r:.2f}x  (ours {percent}% {'faster' if r < 1 else 'slower'})"
         out.append(f"{c.workload} {row.workload.title:8} {c.label} vs {other.contestant.label}: {verdict}")
     if not out:
         return ""
