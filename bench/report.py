@@ -445,7 +445,8 @@ def write_json(path: str, meta: dict[str, Any], records: list[dict[str, Any]], r
 
 
 def plot(path: str, rows: list[Row], targets: list[TargetResult], title: str) -> None:
-    """A horizontal bar chart of every ``vs ref`` ratio, and of W2 against the W8 floor.
+    """A horizontal bar chart of every ``vs ref`` ratio, W2 against the W8 floor and
+    W1's CPU per query against the raw socket's.
 
     A bar is green when every target of its row holds, red when one misses,
     grey when none applies; a black tick marks a ratio target.
@@ -476,6 +477,14 @@ def plot(path: str, rows: list[Row], targets: list[TargetResult], title: str) ->
         if c.workload == "W2" and c.role in ("ours", "other") and floor and floor.wall and row.wall:
             bars.append((f"W2 vs W8 floor: {c.label}", row.wall / floor.wall, 1.25,
                          verdicts("W2", c.label, floor_target=True)))
+    w1_floor = find(rows, "W1", "floor", "wire")
+    for row in rows:
+        c = row.contestant
+        if (c.workload == "W1" and c.role in ("ours", "other") and w1_floor and w1_floor.cpu_per_op
+                and row.cpu_per_op):
+            # No ratio target: the W1 target is absolute (its verdict colours the bar).
+            bars.append((f"W1 CPU vs raw socket: {c.label}", row.cpu_per_op / w1_floor.cpu_per_op, None,
+                         verdicts("W1", c.label)))
     if not bars:
         raise ValueError("nothing to plot: no ratios were measured")
     bars.reverse()
@@ -491,8 +500,8 @@ def plot(path: str, rows: list[Row], targets: list[TargetResult], title: str) ->
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x" if f"{v:.0e}"[0] in "25" else ""))
     ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlabel("cost relative to the reference in the same run (sqlite3 on a local file; the W8 floor "
-                  "for 'W2 vs W8'), log scale\ngreen: targets hold, red: a target misses, grey: no target; "
+    ax.set_xlabel("cost relative to the reference in the same run, log scale: sqlite3 on a local file;\n"
+                  "for 'W2 vs W8' the W8 floor, for 'W1 CPU' the raw socket's CPU per query\ngreen: targets hold, red: a target misses, grey: no target; "
                   "black tick: a ratio target")
     ax.set_title(title)
     fig.tight_layout()
