@@ -76,14 +76,15 @@ class Connection(ConnectionBase):
         """Drive one session operation with blocking socket I/O.
 
         Each answer is waited for at most ``timeout`` seconds from the
-        request that asked for it, however the bytes trickle in (see
-        ``Wire.fill``); a long pipelined operation keeps sending, so it
-        keeps its time.
+        request that asked for it (or from the start of an operation that
+        only receives, such as reading the next batch of a result), however
+        the bytes trickle in (see ``Wire.fill``); a long pipelined operation
+        keeps sending, so it keeps its time.
         """
         send = op.send
         throw = op.throw
         error: Error | None = None
-        deadline = 0.0
+        deadline = _monotonic() + self._session.timeout
         try:
             while True:
                 try:
