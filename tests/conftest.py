@@ -192,3 +192,23 @@ def server_caps(dqlite_cluster):
     leader = dqlite_cluster.wait_for_leader()
     follower = next(a for a in dqlite_cluster.addresses if a != leader)
     return probe(leader, follower)
+
+
+@pytest.fixture
+def transfer_away() -> Callable[[Any], str]:
+    """``transfer_away(cluster)``: move leadership off the leader; the new leader's address.
+
+    Then commits a write in the new leader's term: a 1.11.1 leader prepares
+    statements without a raft barrier, so until its own first commit it may
+    not have applied what was committed before it (seen once under load as
+    "no such table" for a table created before the transfer).
+    """
+
+    def move(cluster: Any) -> str:
+        leader = cluster.transfer_leadership()
+        with dqlite.connect(leader, "new_term", autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS terms (x)")
+            conn.execute("INSERT INTO terms VALUES (1)")
+        return leader
+
+    return move

@@ -6,21 +6,6 @@ import dqlite
 from dqlite.cluster import ClusterAdmin, NodeClient, find_leader
 
 
-def transfer_away(cluster) -> str:
-    """Move leadership off the current leader; returns the new leader's address.
-
-    Then commits a write in the new leader's term: a 1.11.1 leader prepares
-    statements without a raft barrier, so until its own first commit it may
-    not have applied what was committed before it (seen once under load as
-    "no such table" for a table created before the transfer).
-    """
-    leader = cluster.transfer_leadership()
-    with dqlite.connect(leader, "new_term", autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS terms (x)")
-        conn.execute("INSERT INTO terms VALUES (1)")
-    return leader
-
-
 def assert_all_alive(cluster):
     assert all(node.is_alive() for node in cluster.nodes)
     for node in cluster.nodes:
@@ -91,7 +76,7 @@ def test_admin_requests_on_a_follower_say_not_leader(cluster):
     assert info.value.code == 10250
 
 
-def test_leader_transfer_between_statements_then_reuse(cluster, api_connect):
+def test_leader_transfer_between_statements_then_reuse(cluster, api_connect, transfer_away):
     conn = api_connect(cluster.addresses, "db", autocommit=True)
     conn.execute("CREATE TABLE t (x)")
     conn.execute("INSERT INTO t VALUES (1)")
@@ -107,7 +92,7 @@ def test_leader_transfer_between_statements_then_reuse(cluster, api_connect):
     conn.close()
 
 
-def test_transaction_lost_with_the_leader(cluster, api_connect):
+def test_transaction_lost_with_the_leader(cluster, api_connect, transfer_away):
     conn = table_with_one_row(cluster, api_connect)
     conn.commit()
     conn.execute("INSERT INTO t VALUES (2)")  # opens a transaction
@@ -127,7 +112,7 @@ def test_transaction_lost_with_the_leader(cluster, api_connect):
     conn.close()
 
 
-def test_leader_moving_between_transactions_loses_nothing(cluster, api_connect):
+def test_leader_moving_between_transactions_loses_nothing(cluster, api_connect, transfer_away):
     """A read-only transaction's end begins the next one on the server; if the
     leader moves before that one runs anything, nothing is lost: the next
     statement reports the lost connection, and the one after that works."""
@@ -146,7 +131,7 @@ def test_leader_moving_between_transactions_loses_nothing(cluster, api_connect):
     conn.close()
 
 
-def test_ping_checks_the_node_still_leads(cluster, api_connect):
+def test_ping_checks_the_node_still_leads(cluster, api_connect, transfer_away):
     conn = table_with_one_row(cluster, api_connect)
     conn.ping()
     assert conn.in_transaction  # no SQL sent: the transaction is as it was
@@ -165,7 +150,7 @@ def test_ping_checks_the_node_still_leads(cluster, api_connect):
         conn.ping()
 
 
-def test_commit_after_the_leader_moved_reports_the_transaction_lost(cluster, api_connect):
+def test_commit_after_the_leader_moved_reports_the_transaction_lost(cluster, api_connect, transfer_away):
     conn = api_connect(cluster.addresses, "db")
     conn.execute("CREATE TABLE t (x)")
     conn.commit()
@@ -223,7 +208,7 @@ def test_hazards_are_refused_and_every_node_survives(cluster, api_connect):
     assert_all_alive(cluster)
 
 
-def test_losing_an_explicit_transaction_in_autocommit_mode(cluster, api_connect):
+def test_losing_an_explicit_transaction_in_autocommit_mode(cluster, api_connect, transfer_away):
     """BEGIN ... in autocommit mode: a lost leader loses the transaction, no unknown outcome."""
     conn = api_connect(cluster.addresses, "db", autocommit=True)
     conn.execute("CREATE TABLE t (x)")

@@ -14,11 +14,6 @@ metadata = sa.MetaData()
 t = sa.Table("t", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("v", sa.String(20)))
 
 
-def transfer_away(cluster) -> str:
-    """Move leadership off the current leader; returns the new leader's address."""
-    return cluster.transfer_leadership()
-
-
 def url_of(cluster, driver: str = "dqlite") -> str:
     hosts = "&".join(f"host={a}" for a in cluster.addresses)
     return f"dqlite+{driver}:///app?{hosts}&timeout=10"
@@ -33,7 +28,7 @@ def cluster(dqlite_fresh_cluster):
     return dqlite_fresh_cluster
 
 
-def test_pre_ping_moves_to_the_new_leader(cluster):
+def test_pre_ping_moves_to_the_new_leader(cluster, transfer_away):
     engine = sa.create_engine(url_of(cluster), pool_pre_ping=True, pool_size=3)
     metadata.create_all(engine)
     conns = [engine.connect() for _ in range(3)]
@@ -50,7 +45,7 @@ def test_pre_ping_moves_to_the_new_leader(cluster):
     engine.dispose()
 
 
-def test_without_pre_ping_one_error_then_every_connection_is_fresh(cluster):
+def test_without_pre_ping_one_error_then_every_connection_is_fresh(cluster, transfer_away):
     engine = sa.create_engine(url_of(cluster), pool_size=3)
     metadata.create_all(engine)
     conns = [engine.connect() for _ in range(3)]
@@ -74,7 +69,7 @@ def test_without_pre_ping_one_error_then_every_connection_is_fresh(cluster):
     engine.dispose()
 
 
-def test_transaction_lost_with_the_leader_is_rolled_back(cluster):
+def test_transaction_lost_with_the_leader_is_rolled_back(cluster, transfer_away):
     engine = sa.create_engine(url_of(cluster))
     metadata.create_all(engine)
     with pytest.raises(exc.DBAPIError) as info, engine.begin() as conn:
@@ -89,7 +84,7 @@ def test_transaction_lost_with_the_leader_is_rolled_back(cluster):
     engine.dispose()
 
 
-def test_async_engine_follows_the_leader(cluster):
+def test_async_engine_follows_the_leader(cluster, transfer_away):
     async def main():
         engine = create_async_engine(url_of(cluster, "aio"), pool_pre_ping=True)
         async with engine.begin() as conn:
