@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import create_async_engine
 
-
 metadata = sa.MetaData()
 t = sa.Table("t", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("v", sa.String(20)))
 
