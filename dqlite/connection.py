@@ -84,7 +84,7 @@ class Connection(ConnectionBase):
         send = op.send
         throw = op.throw
         error: Error | None = None
-        deadline = _monotonic() + self._session.timeout
+        deadline = 0.0  # set by each send, or by a first receive with no send before it
         try:
             while True:
                 try:
@@ -98,6 +98,8 @@ class Connection(ConnectionBase):
                         if wire is None:
                             raise ConnectionLostError("not connected")
                         if request is None:
+                            if not deadline:
+                                deadline = _monotonic() + self._session.timeout
                             wire.fill(deadline)
                         else:
                             wire.send(request)
