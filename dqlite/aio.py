@@ -30,7 +30,9 @@ from ssl import SSLContext
 from typing import Any
 
 from dqlite._protocol import Decoder
-from dqlite._session import CLOSE, CONNECTED, POLL, Connect, SendSoon, ConnectionBase, Op, ResultState, Session, Sleep, as_params
+from dqlite._session import (
+    CLOSE, CONNECTED, POLL, Connect, ConnectionBase, Op, ResultState, SendSoon, Session, Sleep, as_params,
+)
 from dqlite._wire import QUICKACK, parse_address
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
@@ -91,11 +93,11 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             self.pending += data
 
     def flush(self) -> None:
-        data, self.pending = self.pending, None
         transport = self.transport
-        if data is not None and transport is not None and not transport.is_closing():
-            self.received_since_write = False
-            transport.write(data)
+        if transport is None or transport.is_closing():
+            self.pending = None  # the server drops the transaction with the connection
+        elif self.pending is not None:
+            self.write(b"")
 
     def _quickack(self) -> None:
         # See dqlite._wire.Wire.fill: what a node writes after a response we
@@ -275,19 +277,17 @@ class AsyncConnection(ConnectionBase):
                                 await protocol.wait_for_input()
                         except TimeoutError:
                             raise ConnectionLostError("timed out") from None
-                elif type(request) is bytes:
+                elif type(request) is bytes or type(request) is SendSoon:
                     protocol = self._protocol
                     if protocol is None or protocol.transport is None or protocol.transport.is_closing():
                         raise ConnectionLostError("not connected")
-                    protocol.write(request)
-                    # Each answer gets the whole timeout from its request: a
-                    # long pipelined operation keeps its time while it sends.
-                    self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
-                elif type(request) is SendSoon:
-                    protocol = self._protocol
-                    if protocol is None or protocol.transport is None or protocol.transport.is_closing():
-                        raise ConnectionLostError("not connected")
-                    protocol.write_soon(request.data)
+                    if type(request) is SendSoon:
+                        protocol.write_soon(request.data)
+                    else:
+                        protocol.write(request)
+                        # Each answer gets the whole timeout from its request: a
+                        # long pipelined operation keeps its time while it sends.
+                        self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
                 elif request is POLL:
                     pass  # the event loop has taken in whatever arrived
                 elif request is CLOSE:

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from ssl import SSLContext
 from typing import Any
 
-from dqlite._session import CLOSE, CONNECTED, POLL, Connect, SendSoon, ConnectionBase, Op, ResultState, Session, Sleep, as_params
+from dqlite._session import (
+    CLOSE, CONNECTED, POLL, Connect, ConnectionBase, Op, ResultState, SendSoon, Session, Sleep, as_params,
+)
 from dqlite._wire import Wire
 from dqlite.exceptions import (
     ConnectionLostError,
