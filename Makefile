@@ -1,6 +1,7 @@
 # make test  -- everything a fresh Debian machine needs, then the whole test suite
 # make bench -- the benchmark against a local cluster it starts itself
 #               (options: make bench BENCH_ARGS="--workloads W1,W2 --rounds 1")
+#               (with go-dqlite's database/sql driver as a peer in W1, W2, W3 and W6)
 # make bench-micro -- pytest-benchmark cases for the compiled codec alone (no cluster)
 # make test-sqlalchemy-2.0 -- the SQLAlchemy dialect's tests on SQLAlchemy 2.0 (own venv)
 # make test-1.18 -- the integration tests against Debian trixie's libdqlite 1.18.1
@@ -16,7 +17,7 @@ BENCH_ARGS ?=
 # The benchmark needs the test extra's SQLAlchemy and the bench extra's tools.
 BENCH_EXTRAS = test,bench
 
-.PHONY: test build bench bench-micro clean test-1.18 test-sqlalchemy-2.0
+.PHONY: test build bench bench-micro clean test-1.18 test-sqlalchemy-2.0 go-bench
 
 build:
 	@scripts/bootstrap.sh
@@ -42,6 +43,7 @@ test-sqlalchemy-2.0: build
 
 bench:
 	@EXTRAS=$(BENCH_EXTRAS) scripts/bootstrap.sh
+	@scripts/build-go-bench.sh || echo "make bench: the go-dqlite peer could not be built; running without it"
 	.venv/bin/python -m bench $(BENCH_ARGS)
 
 bench-micro:
@@ -62,3 +64,8 @@ fuzz: fuzz-setup
 
 # make test includes a short bounded fuzz run (tests/test_fuzz.py), which needs the above.
 test: fuzz-setup
+
+# The go-dqlite peer of the benchmark (bench/go/): make test's bench smoke test runs it too.
+go-bench:
+	@scripts/build-go-bench.sh
+test: go-bench

@@ -41,6 +41,9 @@ DEFAULT_DATABASE = "bench"
 ORDER = ["W1", "W2", "W8", "W3", "W4", "W5", "W6", "W7", "M1"]
 GROUPED = {"W8": "W2"}
 REPO = Path(__file__).resolve().parent.parent
+#: The go-dqlite peer (bench/go/main.go, built by scripts/build-go-bench.sh) and what it runs.
+GO_WORKER = REPO / "build" / "bench-go-dqlite"
+GO_WORKLOADS = ("W1", "W2", "W3", "W6")
 
 
 @dataclass
@@ -92,6 +95,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compare-client", default="auto", metavar="NAME",
         help="the client of the --compare interpreter: auto (default), dqlite, dqlitedbapi or module:NAME",
     )
+    parser.add_argument(
+        "--go", metavar="BINARY", default="auto",
+        help="the go-dqlite peer measured next to ours in W1, W2, W3 and W6: auto (default: "
+        f"{GO_WORKER.relative_to(REPO)} if built, see scripts/build-go-bench.sh), a worker binary, or none",
+    )
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="event loop of the async workloads (default: asyncio's own)")
     parser.add_argument("--profile", metavar="DIR", help="cProfile each measured part into DIR/*.pstats")
@@ -109,6 +117,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if "W2" in wanted and "W8" not in wanted:
         wanted.append("W8")
     args.workload_list = [w for w in ORDER if w in wanted]
+    if args.go == "auto":
+        args.go = str(GO_WORKER) if os.access(GO_WORKER, os.X_OK) else None
+    elif args.go == "none":
+        args.go = None
+    elif not os.access(args.go, os.X_OK):
+        parser.error(f"--go {args.go}: not an executable")
     return args
 
 
@@ -130,11 +144,13 @@ def parse_cluster_url(text: str) -> tuple[list[str], str | None]:
 
 
 def plan(
-    workload_ids: list[str], compare: str | None, compare_client: str, other_name: str = "other"
+    workload_ids: list[str], compare: str | None, compare_client: str, other_name: str = "other",
+    go: str | None = None,
 ) -> list[Contestant]:
     """Every contestant, in the order they run within a round.
 
-    ``other_name`` labels the --compare client's rows.
+    ``other_name`` labels the --compare client's rows; ``go`` is the go-dqlite
+    peer's worker binary (None: no peer).
     """
     contestants = []
     for wid in workload_ids:
@@ -146,6 +162,8 @@ def plan(
             contestants.append(Contestant(wid, "dqlite", driver, "ours", sys.executable))
             if compare:
                 contestants.append(Contestant(wid, compare_client, driver, "other", compare))
+        if go and wid in GO_WORKLOADS:
+            contestants.append(Contestant(wid, "go-dqlite", "go", "peer", go))
         if w.ref_api:
             contestants.append(Contestant(wid, "sqlite", w.ref_api, "ref", sys.executable))
     for c in contestants:
@@ -165,14 +183,15 @@ def schedule(contestants: list[Contestant], rounds: int) -> list[tuple[Contestan
 
 
 def worker_command(c: Contestant, round_: int, setup: Setup) -> list[str]:
-    cmd = [
-        c.python, "-m", "bench.worker",
+    # The go-dqlite peer is a binary that takes the same flags as bench.worker.
+    cmd = [c.python] if c.role == "peer" else [c.python, "-m", "bench.worker"]
+    cmd += [
         "--workload", c.workload, "--driver", c.driver, "--client", c.client,
         "--addresses", ",".join(setup.addresses), "--database", setup.database,
         "--rows", str(setup.rows), "--round", str(round_), "--sqlite", setup.sqlite_path,
         "--loop", setup.loop,
     ]  # fmt: skip
-    if setup.profile_dir:
+    if setup.profile_dir and c.role != "peer":
         name = f"{c.workload}-{c.role}-{c.client}-{c.driver}-r{round_}.pstats".replace(":", "_")
         cmd += ["--profile", os.path.join(setup.profile_dir, name)]
     return cmd
@@ -327,6 +346,7 @@ def _meta(args: argparse.Namespace, setup: Setup, cluster: str, started: datetim
         "rounds": args.rounds,
         "workloads": args.workload_list,
         "compare": args.compare,
+        "go": args.go,
         "loop": args.loop,
     }
 
@@ -370,13 +390,18 @@ def main(argv: list[str] | None = None) -> int:
             name, version = probe_other(args.compare, args.compare_client, setup)
             other_name = f"{name} (other)" if name == "dqlite" else name
             print(f"compare: {args.compare} measures {version}", file=sys.stderr)
-        contestants = plan(args.workload_list, args.compare, args.compare_client, other_name)
+        if args.go:
+            print(f"go-dqlite peer: {args.go}", file=sys.stderr)
+        else:
+            print("go-dqlite peer: not built (scripts/build-go-bench.sh builds it; make bench does): "
+                  "no go-dqlite rows", file=sys.stderr)
+        contestants = plan(args.workload_list, args.compare, args.compare_client, other_name, args.go)
         records = run_all(contestants, args.rounds, setup, show_progress)
         meta = _meta(args, setup, cluster, started)
 
     rows = report.build_rows(contestants, records)
     targets = report.evaluate_targets(rows)
-    versions = sorted({r["version"] for r in records if r.get("version") and r.get("role") in ("ours", "other")})
+    versions = sorted({r["version"] for r in records if r.get("version") and r.get("role") in ("ours", "other", "peer")})
     print()
     print(f"dqlite benchmark, {meta['started']}: {cluster}, {args.rows:,} rows, {args.rounds} round(s), "
           f"Python {meta['python']}, {meta['cpus']} CPUs; clients: {', '.join(versions) or '-'}; "

@@ -27,7 +27,7 @@ class Contestant:
     workload: str
     client: str  # the worker's --client
     driver: str  # the worker's --driver
-    role: str  # "ours", "other" (--compare), "ref" or "floor"
+    role: str  # "ours", "other" (--compare), "peer" (go-dqlite), "ref" or "floor"
     python: str  # the interpreter running the worker
     label: str = ""
 
@@ -40,6 +40,8 @@ def driver_label(client: str, driver: str) -> str:
     """A readable name for a client through a driver kind."""
     if driver == "wire":
         return "raw socket (floor)"
+    if driver == "go":
+        return f"{client} database/sql"
     if client == "sqlite":
         return {
             "dbapi": "sqlite3",
@@ -150,7 +152,7 @@ def build_rows(contestants: list[Contestant], records: list[dict[str, Any]]) -> 
     result = list(rows.values())
     for row in result:
         ref = reference(result, row.contestant.workload)
-        if row.contestant.role in ("ours", "other") and ref is not None:
+        if row.contestant.role in ("ours", "other", "peer") and ref is not None:
             row.ratio = _ratio(row.cost, ref.cost, row.workload.unit)
     return result
 
@@ -312,6 +314,21 @@ def _vs_ref(limit: float) -> Callable[[Row, list[Row], str], tuple[str, bool | N
     return check
 
 
+def _vs_go(factor: float) -> Callable[[Row, list[Row], str], tuple[str, bool | None]]:
+    """Throughput at least ``factor`` times go-dqlite's in the same run (bench.md's
+    W1 and W3 targets are stated against go-dqlite)."""
+
+    def check(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
+        go = find(rows, row.contestant.workload, "peer", "go")
+        if row.median is None or go is None or go.median is None:
+            return "- (no go-dqlite in this run)", None
+        ratio = row.median / go.median
+        unit = row.workload.unit
+        return f"{ratio:.2f}x ({row.median:,.0f} vs {go.median:,.0f} {unit})", ratio >= factor
+
+    return check
+
+
 def _w6(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
     ref = reference(rows, "W6")
     if row.median is None or ref is None or ref.median is None:
@@ -336,9 +353,11 @@ def _m1(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
 
 TARGETS = [
     _Target("W1", ("dbapi", "aio"), "client CPU per query <= 25 µs", _w1),
+    _Target("W1", ("dbapi", "aio"), ">= 0.9x go-dqlite's q/s (same run)", _vs_go(0.9)),
     _Target("W2", ("dbapi", "aio"), "wall <= 1.25x W8 (same run)", _w2_floor),
     _Target("W2", ("dbapi", "aio"), "client CPU <= 0.15 s per 100k rows", _w2_cpu),
     _Target("W3", ("dbapi", "aio"), ">= 50,000 rows/s", _w3),
+    _Target("W3", ("dbapi", "aio"), ">= 3x go-dqlite's rows/s (same run)", _vs_go(3.0)),
     _Target("W4", ("sa",), "<= 1.3x SQLAlchemy Core on sqlite3", _vs_ref(1.3)),
     _Target("W5", ("sa",), "<= 1.3x SQLAlchemy ORM on sqlite3", _vs_ref(1.3)),
     _Target("W6", ("sa",), ">= sqlite3's W6 (SQLAlchemy pool)", _w6),
@@ -383,31 +402,35 @@ def format_targets(results: list[TargetResult]) -> str:
 # -- comparison (--compare) ------------------------------------------------------------
 
 
+def _cost_ratio(row: Row, other: Row) -> str:
+    if row.cost is None or other.cost is None:
+        return "-"
+    r = row.cost / other.cost
+    percent = round(abs(1 / r - 1) * 100)
+    if r <= 0.5:
+        return f"{r:.2f}x  (ours {1 / r:.1f}x as fast)"
+    if percent == 0:
+        return f"{r:.2f}x  (the same)"
+    return f"{r:.2f}x  (ours {percent}% {'faster' if r < 1 else 'slower'})"
+
+
 def format_comparison(rows: list[Row]) -> str:
-    """ours / other per (workload, driver kind): cost ratio, lower means ours is faster."""
-    out = []
-    for row in rows:
-        c = row.contestant
-        if c.role != "ours":
-            continue
-        other = find(rows, c.workload, "other", c.driver)
-        if other is None:
-            continue
-        if row.cost is None or other.cost is None:
-            verdict = "-"
-        else:
-            r = row.cost / other.cost
-            percent = round(abs(1 / r - 1) * 100)
-            if r <= 0.5:
-                verdict = f"{r:.2f}x  (ours {1 / r:.1f}x as fast)"
-            elif percent == 0:
-                verdict = f"{r:.2f}x  (the same)"
-            else:
-                verdict = f"{r:.2f}x  (ours {percent}% {'faster' if r < 1 else 'slower'})"
-        out.append(f"{c.workload} {row.workload.title:8} {c.label} vs {other.contestant.label}: {verdict}")
-    if not out:
-        return ""
-    return "ours vs other (cost ratio, lower = ours better):\n" + "\n".join("  " + line for line in out)
+    """ours / other per (workload, driver kind), and ours / go-dqlite per workload:
+    cost ratios, lower means ours is faster."""
+    sections = []
+    for role, title in (("other", "ours vs other"), ("peer", "ours vs go-dqlite")):
+        out = []
+        for row in rows:
+            c = row.contestant
+            if c.role != "ours":
+                continue
+            other = find(rows, c.workload, role, "go" if role == "peer" else c.driver)
+            if other is not None:
+                out.append(f"{c.workload} {row.workload.title:8} {c.label} vs {other.contestant.label}: "
+                           f"{_cost_ratio(row, other)}")
+        if out:
+            sections.append(f"{title} (cost ratio, lower = ours better):\n" + "\n".join("  " + line for line in out))
+    return "\n\n".join(sections)
 
 
 # -- files -----------------------------------------------------------------------------
@@ -448,7 +471,7 @@ def plot(path: str, rows: list[Row], targets: list[TargetResult], title: str) ->
     """A horizontal bar chart of every ``vs ref`` ratio, W2 against the W8 floor and
     W1's CPU per query against the raw socket's.
 
-    A bar is green when every target of its row holds, red when one misses,
+    A bar is green when every target it depicts holds, red when one misses,
     grey when none applies; a black tick marks a ratio target.
     """
     import matplotlib
@@ -457,11 +480,11 @@ def plot(path: str, rows: list[Row], targets: list[TargetResult], title: str) ->
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    def verdicts(workload: str, label: str, floor_target: bool | None = None) -> set[str]:
+    def verdicts(workload: str, label: str, about: str | None = None) -> set[str]:
+        """Verdicts of the row's targets; with ``about``, only those whose text names it."""
         return {
             t.verdict for t in targets
-            if t.workload == workload and t.driver == label
-            and (floor_target is None or ("W8" in t.target) == floor_target)
+            if t.workload == workload and t.driver == label and (about is None or about in t.target)
         }
 
     bars: list[tuple[str, float, float | None, set[str]]] = []  # label, ratio, ratio target, verdicts
@@ -470,21 +493,29 @@ def plot(path: str, rows: list[Row], targets: list[TargetResult], title: str) ->
         c = row.contestant
         if row.ratio is not None:
             bars.append((f"{c.workload} {row.workload.title}: {c.label}", row.ratio,
-                         ratio_targets.get((c.workload, c.driver)), verdicts(c.workload, c.label)))
+                         ratio_targets.get((c.workload, c.driver)), verdicts(c.workload, c.label, about="sqlite3")))
     floor = find(rows, "W8", "floor", "wire")
     for row in rows:
         c = row.contestant
         if c.workload == "W2" and c.role in ("ours", "other") and floor and floor.wall and row.wall:
             bars.append((f"W2 vs W8 floor: {c.label}", row.wall / floor.wall, 1.25,
-                         verdicts("W2", c.label, floor_target=True)))
+                         verdicts("W2", c.label, about="W8")))
+    go_targets = {"W1": 0.9, "W3": 3.0}  # ours at least this many times go-dqlite's throughput
+    for row in rows:
+        c = row.contestant
+        go = find(rows, c.workload, "peer", "go")
+        if c.role in ("ours", "other") and go and go.cost and row.cost:
+            factor = go_targets.get(c.workload)
+            bars.append((f"{c.workload} vs go-dqlite: {c.label}", row.cost / go.cost,
+                         1 / factor if factor else None, verdicts(c.workload, c.label, about="go-dqlite")))
     w1_floor = find(rows, "W1", "floor", "wire")
     for row in rows:
         c = row.contestant
         if (c.workload == "W1" and c.role in ("ours", "other") and w1_floor and w1_floor.cpu_per_op
                 and row.cpu_per_op):
-            # No ratio target: the W1 target is absolute (its verdict colours the bar).
+            # No ratio target: the W1 CPU target is absolute (its verdict colours the bar).
             bars.append((f"W1 CPU vs raw socket: {c.label}", row.cpu_per_op / w1_floor.cpu_per_op, None,
-                         verdicts("W1", c.label)))
+                         verdicts("W1", c.label, about="CPU")))
     if not bars:
         raise ValueError("nothing to plot: no ratios were measured")
     bars.reverse()
@@ -501,7 +532,8 @@ def plot(path: str, rows: list[Row], targets: list[TargetResult], title: str) ->
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x" if f"{v:.0e}"[0] in "25" else ""))
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("cost relative to the reference in the same run, log scale: sqlite3 on a local file;\n"
-                  "for 'W2 vs W8' the W8 floor, for 'W1 CPU' the raw socket's CPU per query\ngreen: targets hold, red: a target misses, grey: no target; "
+                  "for 'W2 vs W8' the W8 floor, for 'W1 CPU' the raw socket's CPU per query,\n"
+                  "for 'vs go-dqlite' go-dqlite's database/sql driver\ngreen: targets hold, red: a target misses, grey: no target; "
                   "black tick: a ratio target")
     ax.set_title(title)
     fig.tight_layout()

@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+from bench.cli import GO_WORKER
+
 # Every workload but M1 (which always iterates a million rows).
 WORKLOADS = "W1,W2,W3,W4,W5,W6,W7"
 
@@ -29,9 +31,16 @@ def test_every_workload_runs_and_is_reported(dqlite_cluster, tmp_path):
     else:
         [w7_ref] = [row for row in data["summary"] if (row["workload"], row["role"]) == ("W7", "ref")]
         assert w7_ref["status"] != "ok" and "aiosqlite" in w7_ref["reason"]
+    go = GO_WORKER.exists()  # make test builds it (scripts/build-go-bench.sh)
+    if go:
+        expected |= {(w, "peer", "go") for w in ("W1", "W2", "W3", "W6")}
     assert expected <= ran, sorted(expected - ran)
     assert all(m["value"] > 0 and m["count"] > 0 for m in data["measurements"] if m["status"] == "ok")
     checked = {(t["workload"], t["driver"]) for t in data["targets"] if t["verdict"] in ("hold", "MISS")}
     assert {("W1", "dqlite DB-API"), ("W3", "dqlite DB-API"), ("W6", "SQLAlchemy dqlite"),
             ("W7", "SQLAlchemy async dqlite")} <= checked
+    against_go = {(t["workload"], t["driver"]) for t in data["targets"]
+                  if "go-dqlite" in t["target"] and t["verdict"] in ("hold", "MISS")}
+    assert against_go == ({("W1", "dqlite DB-API"), ("W1", "dqlite asyncio"), ("W3", "dqlite DB-API"),
+                           ("W3", "dqlite asyncio")} if go else set())
     assert "W1 point" in proc.stdout and "target" in proc.stdout
