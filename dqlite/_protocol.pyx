@@ -498,6 +498,7 @@ cdef class Decoder:
     cdef bytes names_header      # raw column-name bytes of the last batch
     cdef readonly list columns   # decoded column names of the current result
     cdef readonly tuple first_row_types  # wire type codes of the result's first row
+    cdef tuple last_row_types    # the last first_row_types built (reused while equal)
     cdef int batches             # batches decoded of the current result
     cdef int empty_parts
     cdef public bint parse_datetimes
@@ -517,6 +518,7 @@ cdef class Decoder:
         self.names_header = None
         self.columns = None
         self.first_row_types = None
+        self.last_row_types = None
         self.batches = 0
         self.empty_parts = 0
         self.parse_datetimes = parse_datetimes
@@ -529,6 +531,11 @@ cdef class Decoder:
         The buffer grows geometrically with what was actually received, never
         straight to a length announced by the server.
         """
+        self._make_room()
+        return PyMemoryView_FromMemory(self.buf + self.end, self.capacity - self.end, PyBUF_WRITE)
+
+    cdef int _make_room(self) except -1:
+        """Compact or grow the buffer for the next receive (see ``get_buffer``)."""
         cdef Py_ssize_t live = self.end - self.start
         cdef Py_ssize_t want = self.needed if self.needed > live else live + 8
         cdef Py_ssize_t cap
@@ -564,7 +571,7 @@ cdef class Decoder:
             self.capacity = cap
             self.start = 0
             self.end = live
-        return PyMemoryView_FromMemory(self.buf + self.end, self.capacity - self.end, PyBUF_WRITE)
+        return 0
 
     def buffer_updated(self, Py_ssize_t nbytes):
         """Record that ``nbytes`` were written into the last ``get_buffer()`` view."""
@@ -941,8 +948,7 @@ cdef class Decoder:
             hdr = p
             p += hsize
             if self.first_row_types is None:
-                self.first_row_types = tuple([
-                    ((<uint8_t>hdr[i >> 1]) >> ((i & 1) << 2)) & 0x0F for i in range(n)])
+                self.first_row_types = self._row_types(hdr, n)
             row = PyTuple_New(n)
             for i in range(n):
                 code = ((<uint8_t>hdr[i >> 1]) >> ((i & 1) << 2)) & 0x0F
@@ -990,6 +996,21 @@ cdef class Decoder:
             out.append(row)
             nrows += 1
 
+    cdef tuple _row_types(self, const char* hdr, Py_ssize_t n):
+        """The type codes of a row header, as a tuple: the last one again if
+        they did not change (a statement run again builds nothing)."""
+        cdef tuple last = self.last_row_types
+        cdef Py_ssize_t i
+        if last is not None and len(last) == n:
+            for i in range(n):
+                if <long>last[i] != (((<uint8_t>hdr[i >> 1]) >> ((i & 1) << 2)) & 0x0F):
+                    break
+            else:
+                return last
+        last = tuple([((<uint8_t>hdr[i >> 1]) >> ((i & 1) << 2)) & 0x0F for i in range(n)])
+        self.last_row_types = last
+        return last
+
     cdef object _iso8601(self, const char* p, Py_ssize_t n):
         # The server sends NULL in a DATETIME/DATE/TIMESTAMP column as "" (§1.7).
         if n == 0:
@@ -1011,6 +1032,26 @@ cdef class Decoder:
             return _datetime_fromtimestamp(seconds, _utc)
         except (OverflowError, OSError, ValueError):
             return seconds
+
+
+# The receive side for dqlite._sockio, at C level (declared in _protocol.pxd):
+# what get_buffer() and buffer_updated() do, without a memoryview in between.
+
+cdef char* decoder_free_space(object decoder, Py_ssize_t* room) except NULL:
+    """The free space ``get_buffer()`` would hand out: its start, its size in ``room``."""
+    cdef Decoder d = <Decoder?>decoder
+    d._make_room()
+    room[0] = d.capacity - d.end
+    return d.buf + d.end
+
+
+cdef int decoder_received(object decoder, Py_ssize_t nbytes) except -1:
+    """``buffer_updated(nbytes)``: ``nbytes`` were written into that free space."""
+    cdef Decoder d = <Decoder?>decoder
+    if nbytes < 0 or nbytes > d.capacity - d.end:
+        raise ValueError("buffer_updated: byte count out of range")
+    d.end += nbytes
+    return 0
 
 
 cdef class BodyReader:

@@ -760,6 +760,54 @@ class Session:
         except Error:
             self.params32 = False
 
+    def encode_cached_query(self, sql: str, params: Sequence[Any]) -> bool:
+        """The hot path of ``execute``, for a shell that does the I/O itself.
+
+        When ``sql`` is a query whose statement is prepared on the current
+        connection and nothing has to go before it (no transaction to begin,
+        no answers owed, no result streaming, no statement to finalize, no
+        parameter count to check), encode its QUERY and return True: the
+        shell sends it, decodes the ROWS answer up to a first row (or the
+        end) and hands the rows to ``take_query_rows``, or an ``Error`` to
+        ``_failed(exc, False)`` before raising it: what ``execute`` does on
+        this path.  Otherwise encode nothing and return False: the shell
+        runs ``execute``.  ``params`` is a tuple or a list (``as_params``).
+        """
+        # A statement is only prepared after execute checked its SQL (a
+        # single statement, no RETURNING); its info says QUERY only if it
+        # was classified so.  ``closed`` implies ``connected_to is None``.
+        if (self.connected_to is None or self.streaming is not None or self.unread or self.begun_ahead
+                or self.to_finalize or self.transaction_lost is not None
+                or not (self.in_transaction or self.autocommit)):
+            return False
+        prepared = self.statements.get(sql)
+        if (prepared is None or prepared.info.kind != _sql.QUERY or len(params) != prepared.nparams
+                or prepared.nparams > MAX_PARAMS_SCHEMA0):
+            return False
+        self.statements.move_to_end(sql)
+        try:
+            self.encoder.query(prepared.stmt_id, params, False)
+        except BaseException:
+            self.encoder.clear()
+            raise
+        return True
+
+    def take_query_rows(self, cursor: ResultState, rows: list, done: bool) -> None:
+        """The end of ``encode_cached_query``'s path: the answer's first rows.
+
+        ``rows`` holds the first batch with a row (or the whole result);
+        ``done``: it was the last.
+        """
+        decoder = self.decoder
+        if not decoder.columns:
+            raise ProtocolError("server answered a query with a result of no columns")
+        cursor._set_rows(decoder, rows, done)
+        cursor._rowcount = -1
+        if done:
+            decoder.end_result()
+        else:
+            self.streaming = cursor
+
     def execute(self, cursor: ResultState, sql: str, params: Sequence[Any]) -> Op:
         """Run one statement; its result lands in ``cursor``."""
         self.check_usable()

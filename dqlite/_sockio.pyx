@@ -9,11 +9,18 @@ that never blocks (the socket buffer takes it), and an answer that already
 arrived is read without waiting: neither needs the GIL released.  The blocking
 shell (``dqlite._wire``) uses these first and falls back to the ordinary
 blocking calls, which do release the GIL, only when it really has to wait.
+
+The one call here that waits, ``recv_into_decoder``, is such a blocking
+receive (the GIL released), made straight into the decoder's buffer: the
+socket module would need a memoryview of it for every receive.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.string cimport strerror
+
+from dqlite._protocol cimport decoder_free_space, decoder_received
 
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t c_send "send" (int fd, const void* buf, size_t n, int flags)
@@ -60,4 +67,33 @@ def recv_nowait(int fd, unsigned char[::1] buffer):
         if _would_block(errno):
             return -1
         raise OSError(errno, strerror(errno).decode(errors="replace"))
+    return got
+
+
+def recv_into_decoder(int fd, decoder):
+    """Receive what arrives next into ``decoder`` (a ``Decoder``), waiting for it.
+
+    Returns the byte count, 0 at end of stream.
+
+    ``sock.recv_into(decoder.get_buffer())`` then ``decoder.buffer_updated(n)``
+    for a blocking socket, without the memoryview in between.  The wait
+    releases the GIL, and is bounded by the socket's SO_RCVTIMEO (EAGAIN:
+    ``BlockingIOError``).  Interrupted by a signal, it runs the handlers and
+    retries (as the socket module does).  ``fd`` must be in blocking mode: a
+    socket with a Python-level timeout is non-blocking underneath.
+    """
+    cdef Py_ssize_t room
+    cdef char* buf = decoder_free_space(decoder, &room)
+    cdef ssize_t got
+    cdef int err
+    while True:
+        with nogil:
+            got = c_recv(fd, buf, <size_t>room, 0)
+        if got >= 0:
+            break
+        err = errno
+        if err != EINTR:
+            raise OSError(err, strerror(err).decode(errors="replace"))
+        PyErr_CheckSignals()
+    decoder_received(decoder, got)
     return got

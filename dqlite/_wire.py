@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from dqlite._protocol import Decoder, encode_handshake
-from dqlite._sockio import recv_nowait, send_nowait
+from dqlite._sockio import recv_into_decoder, recv_nowait, send_nowait
 from dqlite.exceptions import ConnectionLostError, InterfaceError
 
 T = TypeVar("T")
@@ -22,6 +22,7 @@ T = TypeVar("T")
 DEFAULT_PORT = 9001
 QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)  # Linux only
 _HANDSHAKE = encode_handshake()
+_monotonic = time.monotonic
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -48,7 +49,7 @@ def parse_address(address: str) -> tuple[str, int]:
 class Wire:
     """A connected, handshaken socket to one dqlite node, with its decoder."""
 
-    __slots__ = ("address", "sock", "fd", "decoder", "timeout", "received_since_send", "shortened")
+    __slots__ = ("address", "sock", "fd", "recv_fd", "decoder", "timeout", "received_since_send", "shortened")
 
     def __init__(
         self,
@@ -74,6 +75,9 @@ class Wire:
         # The descriptor for the calls that keep the GIL; -1 under TLS, whose
         # bytes only the ssl module may read and write.
         self.fd = -1 if isinstance(sock, ssl.SSLSocket) else sock.fileno()
+        # The descriptor for the receives that wait (see _bound_waits): -1
+        # unless the socket is blocking, its waits bounded by the kernel.
+        self.recv_fd = -1
         self.set_timeout(timeout)
 
     def set_timeout(self, timeout: float | None) -> None:
@@ -93,6 +97,7 @@ class Wire:
         if timeout is None or isinstance(sock, ssl.SSLSocket):
             # TLS reads must not see a bare EAGAIN: Python's own timeout there.
             sock.settimeout(timeout)
+            self.recv_fd = self.fd if timeout is None else -1
             return
         seconds = int(timeout)
         timeval = struct.pack("@ll", seconds, int((timeout - seconds) * 1e6))
@@ -101,8 +106,12 @@ class Wire:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         except OSError:
             sock.settimeout(timeout)  # a platform without them: poll-based
+            self.recv_fd = -1
         else:
             sock.settimeout(None)
+            # Blocking, the kernel bounding each wait: a plain recv() (with
+            # the GIL released) waits exactly like sock.recv_into would.
+            self.recv_fd = self.fd
 
     def handshake_and_send(self, data: bytes) -> None:
         """Send the protocol version and the first requests in one write."""
@@ -121,6 +130,35 @@ class Wire:
         except OSError as exc:
             self.close()
             raise ConnectionLostError(f"lost connection to {self.address} while sending: {_describe(exc)}") from exc
+
+    def exchange(self, data: bytes, timeout: float) -> float:
+        """Send a request, then receive until the decoder holds a whole message.
+
+        The blocking shell's hot path (a query and its answer), without a
+        session generator in between.  Returns the answer's deadline,
+        ``timeout`` seconds after the send, for the ``fill`` calls of the
+        rest of the answer.
+        """
+        self.send(data)
+        deadline = _monotonic() + timeout
+        decoder = self.decoder
+        fd = self.recv_fd
+        if fd >= 0 and not self.shortened:
+            # The first wait after the send, written out: the whole timeout
+            # is left (nothing to shorten) and the send carried our ACKs (no
+            # QUICKACK): ``fill`` without its checks.
+            try:
+                n = recv_into_decoder(fd, decoder)
+            except OSError as exc:
+                self.close()
+                raise ConnectionLostError(f"lost connection to {self.address}: {_describe(exc)}") from exc
+            self.received_since_send = True
+            if n == 0:
+                self.close()
+                raise ConnectionLostError(f"dqlite node {self.address} closed the connection")
+        while decoder.next_message() < 0:
+            self.fill(deadline)
+        return deadline
 
     def read(self, reader: Callable[[], T]) -> T:
         """Receive until a whole message is buffered, then decode it with ``reader``."""
@@ -172,7 +210,11 @@ class Wire:
                 # send carried the ACK of everything received before it, and
                 # any later arrival wakes this receive.
                 sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
-            n = sock.recv_into(self.decoder.get_buffer())
+            if self.recv_fd >= 0:
+                n = recv_into_decoder(self.recv_fd, self.decoder)
+            else:
+                n = sock.recv_into(self.decoder.get_buffer())
+                self.decoder.buffer_updated(n)
             self.received_since_send = True
         except OSError as exc:
             self.close()
@@ -180,7 +222,6 @@ class Wire:
         if n == 0:
             self.close()
             raise ConnectionLostError(f"dqlite node {self.address} closed the connection")
-        self.decoder.buffer_updated(n)
 
     def restore_timeout(self) -> None:
         """Bound each wait by ``timeout`` again after ``fill`` shortened it."""
@@ -188,7 +229,7 @@ class Wire:
             self.set_timeout(self.timeout)
 
     def close(self) -> None:
-        self.fd = -1
+        self.fd = self.recv_fd = -1
         sock, self.sock = self.sock, None
         if sock is not None:
             try:

@@ -246,6 +246,37 @@ class Cursor(ResultState):
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
         """Run one statement with qmark (``?``) parameters; returns the cursor."""
+        connection = self._connection
+        if connection is not None and (type(parameters) is tuple or type(parameters) is list):
+            # The hot path: a prepared query with nothing to send before it
+            # (Session.encode_cached_query).  What ``_run(session.execute(...))``
+            # does for it, without a generator to create and resume.
+            session = connection._session
+            wire = connection._wire
+            if wire is not None:
+                decoder = session.decoder
+                try:
+                    if session.encode_cached_query(sql, parameters):
+                        try:
+                            deadline = wire.exchange(session.encoder.take(), session.timeout)
+                            rows: list = []
+                            done = decoder.read_rows(rows)
+                            while not done and not rows:
+                                while decoder.next_message() < 0:
+                                    wire.fill(deadline)
+                                done = decoder.read_rows(rows)
+                        finally:
+                            if wire.shortened:
+                                wire.restore_timeout()
+                        session.take_query_rows(self, rows, done)
+                        return self
+                except Error as exc:
+                    self._clear_result()
+                    connection._run(session._failed(exc, False))
+                    raise
+                except BaseException:
+                    self._clear_result()
+                    raise
         connection = self._check()
         self._release_result(connection)
         connection._run(connection._session.execute(self, sql, as_params(parameters)))
@@ -304,7 +335,8 @@ class Cursor(ResultState):
 
     def fetchall(self) -> list[tuple]:
         """Every remaining row."""
-        self._check_result()
+        if self._description is None or self._connection is None:
+            self._check_result()  # raises
         out = self._rows[self._pos:] if self._pos else self._rows
         self._rows = []
         self._pos = 0

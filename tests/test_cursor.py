@@ -207,3 +207,20 @@ def test_dropped_connection_does_not_leak_its_socket(dqlite_cluster, dqlite_data
     del conn
     gc.collect()
     assert sock.fileno() == -1
+
+
+def test_a_query_run_again_behaves_as_its_first_run(table):
+    # A query's later runs reuse its prepared statement (on the sync API,
+    # through a path with no session generator): same results, same errors.
+    cur = table.cursor()
+    for _ in range(3):
+        cur.execute("UPDATE t SET s = s WHERE id < 3")
+        assert cur.rowcount == 3
+        cur.execute("SELECT id, s FROM t WHERE id >= ? ORDER BY id", (0,))
+        assert cur.rowcount == -1 and [d[0] for d in cur.description] == ["id", "s"]
+        rows = cur.fetchall()
+        assert len(rows) == 1000 and rows[-1] == (999, "row-000999")
+        with pytest.raises(dqlite.OperationalError) as raised:  # integer overflow, while stepping
+            cur.execute("SELECT abs(?)", (-(2**63),))
+        assert raised.value.code == 1 and cur.description is None
+    assert cur.execute("SELECT count(*) FROM t").fetchall() == [(1000,)]
