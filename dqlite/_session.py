@@ -24,6 +24,7 @@ generator as ``ConnectionLostError``, where it is classified like any other.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -95,6 +96,11 @@ _ROWS = 7
 # Primary result codes after which SQLite may have rolled a transaction back
 # by itself (https://www.sqlite.org/lang_transaction.html, "Response To Errors").
 _MAY_AUTO_ROLLBACK = frozenset({4, 5, 7, 9, 10, 11, 13})
+
+SQLITE_BUSY = 5  # exactly: not SQLITE_BUSY_SNAPSHOT (517), which waiting cannot cure
+# Waits between attempts of a statement that found the database locked, in
+# seconds: SQLite's own busy handler's schedule, then its last step repeated.
+_BUSY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.05, 0.05, 0.1)
 
 _EXECUTEMANY_SAVEPOINT = "dqlite_executemany"
 # EXECs in flight per window of executemany: large enough to keep the server
@@ -293,6 +299,7 @@ class Session:
         cached_statements: int,
         max_message_size: int,
         ssl: SSLContext | None = None,
+        busy_timeout: float = 5.0,
     ) -> None:
         addresses = [address] if isinstance(address, str) else list(address)
         if not addresses:
@@ -303,9 +310,12 @@ class Session:
             raise InterfaceError("database must be a non-empty string")
         if timeout is None or timeout <= 0:
             raise InterfaceError("timeout must be a positive number of seconds")
+        if busy_timeout is None or busy_timeout < 0:
+            raise InterfaceError("busy_timeout must be a number of seconds, 0 or more")
         self.addresses = addresses
         self.database = database
         self.timeout = float(timeout)
+        self.busy_timeout = float(busy_timeout)
         self.autocommit = bool(autocommit)
         self.ssl = ssl
         self.cached_statements = max(int(cached_statements), 1)
@@ -829,13 +839,41 @@ class Session:
         # connection after sending it leaves its outcome unknown.
         writing = info.kind == _sql.COMMIT or (
             info.kind != _sql.QUERY and self.autocommit and not self.in_transaction)
-        try:
-            yield from self._execute(cursor, sql, info, params)
-        except Error as exc:
-            yield from self._failed(exc, writing)
-            raise
-        finally:
-            self.transaction_fresh = False
+        attempt = 0
+        while True:
+            try:
+                yield from self._execute(cursor, sql, info, params)
+                return
+            except Error as exc:
+                yield from self._failed(exc, writing)
+                delay = self._busy_delay(exc, attempt)
+                if delay is None:
+                    raise
+            finally:
+                self.transaction_fresh = False
+            attempt += 1
+            yield Sleep(delay)
+
+    def _busy_delay(self, exc: Error, attempt: int) -> float | None:
+        """How long to wait before running again a statement that failed with
+        ``exc`` (after ``_failed`` handled it), or None to raise ``exc``.
+
+        SQLITE_BUSY means another connection holds the write lock and the
+        statement did nothing: like sqlite3's ``timeout``, wait for the lock
+        up to ``busy_timeout`` seconds in all.  Not after SQLite rolled the
+        transaction back (``_failed`` checked), nor on a stale read snapshot
+        (SQLITE_BUSY_SNAPSHOT, a different code).
+        """
+        if exc.code != SQLITE_BUSY or self.transaction_lost is not None or self.connected_to is None:
+            return None
+        waited = sum(_BUSY_DELAYS[:attempt]) + max(0, attempt - len(_BUSY_DELAYS)) * _BUSY_DELAYS[-1]
+        left = self.busy_timeout - waited
+        if left <= 0:
+            return None
+        delay = min(_BUSY_DELAYS[min(attempt, len(_BUSY_DELAYS) - 1)], left)
+        log.debug("database is locked (attempt %d, %.3f s waited): running it again in %.3f s",
+                  attempt + 1, waited, delay)
+        return delay
 
     def _execute(self, cursor: ResultState, sql: str, info: _sql.Statement, params: Sequence[Any]) -> Op:
         kind = info.kind
@@ -952,22 +990,41 @@ class Session:
         if self.streaming is not None:
             yield from self.finish_stream()
         self.transaction_wrote = True
-        # Outside a transaction the batch's RELEASE is its commit.
-        try:
-            total = yield from self._guarded(
-                self._executemany(sql, info, iter(seq_of_parameters)),
-                writing=self.autocommit and not self.in_transaction)
-        finally:
-            self.transaction_fresh = False
+        rows: Iterator[Sequence[Any]] = iter(seq_of_parameters)
+        attempt = 0
+        while True:
+            # The parameter sets sent before the first answer, kept in case
+            # that answer is SQLITE_BUSY: the batch then runs again from them.
+            replay: list[Sequence[Any]] = []
+            try:
+                # Outside a transaction the batch's RELEASE is its commit.
+                total = yield from self._guarded(
+                    self._executemany(sql, info, rows, replay),
+                    writing=self.autocommit and not self.in_transaction)
+                break
+            except Error as exc:
+                # The batch was rolled back to its savepoint.  Its first row
+                # found the database locked if ``replay`` still holds rows.
+                delay = self._busy_delay(exc, attempt) if replay else None
+                if delay is None:
+                    raise
+            finally:
+                self.transaction_fresh = False
+            attempt += 1
+            rows = itertools.chain(replay, rows)
+            yield Sleep(delay)
         cursor._set_result(cursor._lastrowid, total if info.kind == _sql.DML else -1)
 
-    def _executemany(self, sql: str, info: _sql.Statement, rows: Iterator[Sequence[Any]]) -> Op:
+    def _executemany(self, sql: str, info: _sql.Statement, rows: Iterator[Sequence[Any]],
+                     replay: list[Sequence[Any]]) -> Op:
         """Prepare once, then pipeline the EXECs inside a SAVEPOINT.
 
         The savepoint makes the batch all-or-nothing: if any row fails, the
         batch is rolled back to it and the first error is raised.  Windows of
         EXECs overlap: window k+1 is sent before the answers to window k are
-        read, so the server never waits for the client.
+        read, so the server never waits for the client.  The parameter sets
+        taken from ``rows`` go to ``replay`` too until the first answer is
+        read; ``replay`` is emptied unless that answer is an error.
         """
         if (self.unread or self.begun_ahead) and self.connected_to is not None:
             yield from self._settle_ahead(info)
@@ -997,6 +1054,8 @@ class Session:
                 except StopIteration:
                     exhausted = True
                     break
+                if not answered:
+                    replay.append(params)
                 try:
                     params = as_params(params)
                     if len(params) == prepared.nparams and len(params) <= MAX_PARAMS_SCHEMA0:
@@ -1019,6 +1078,8 @@ class Session:
                     if error is None or error_index > answered:
                         error, error_index = exc, answered
                 answered += 1
+                if answered == 1 and error is None:
+                    replay.clear()  # the first row ran: no lock to wait for
             previous_window = sent
             if not sent:
                 break

@@ -161,6 +161,7 @@ async def connect(
     cached_statements: int = 128,
     max_message_size: int = 1 << 30,
     ssl: SSLContext | None = None,
+    busy_timeout: float = 5.0,
 ) -> AsyncConnection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -173,7 +174,7 @@ async def connect(
     session = Session(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-        max_message_size=max_message_size, ssl=ssl)
+        max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout)
     conn = AsyncConnection(session)
     await conn._run(session.connect())
     return conn

@@ -38,6 +38,7 @@ def connect(
     cached_statements: int = 128,
     max_message_size: int = 1 << 30,
     ssl: SSLContext | None = None,
+    busy_timeout: float = 5.0,
 ) -> Connection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -56,11 +57,18 @@ def connect(
     per connection; ``max_message_size`` the size of one server message.
     ``ssl``: an ``ssl.SSLContext`` to speak TLS to the nodes (the host name
     checked is the one in each node's address).
+
+    ``busy_timeout`` (like sqlite3's ``timeout``): a statement that finds the
+    database locked by another connection's write transaction (SQLITE_BUSY)
+    is run again, after short waits, for up to that many seconds; 0 raises
+    ``OperationalError`` at once.  A batch of ``executemany`` waits the same
+    way.  A stale read snapshot (SQLITE_BUSY_SNAPSHOT) is never waited for:
+    only a new transaction can see the new data.
     """
     return Connection(Session(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-        max_message_size=max_message_size, ssl=ssl))
+        max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout))
 
 
 class Connection(ConnectionBase):

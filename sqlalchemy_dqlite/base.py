@@ -43,6 +43,7 @@ BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 # be silently ignored.
 _QUERY_OPTIONS: dict[str, type] = {
     "timeout": float,
+    "busy_timeout": float,
     "cached_statements": int,
     "max_message_size": int,
 }

@@ -47,7 +47,7 @@ def test_server_error_classes(auto, sql, cls, code, name, message):
 
 
 def test_database_locked_by_another_writer_is_operational(connect):
-    a, b = connect(), connect(autocommit=True)
+    a, b = connect(), connect(autocommit=True, busy_timeout=0)  # no waiting for the lock (test_busy)
     a.execute("CREATE TABLE w (x)")
     a.commit()
     a.execute("INSERT INTO w VALUES (1)")  # a holds the write lock until commit

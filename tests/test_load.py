@@ -39,8 +39,9 @@ POOL_SIZE = 8
 WRITE_EVERY = 5  # one query in five is an INSERT
 # dqlite runs one write transaction at a time per database: a concurrent
 # autocommit INSERT gets SQLITE_BUSY ("database is locked") at once, with
-# nothing applied (the server has no busy timeout).  Applications retry, and
-# so do these workers, a bounded number of times.
+# nothing applied (the server has no busy timeout).  The driver runs it again
+# for up to busy_timeout (5 s); should that run out under this load, the
+# workers retry too, a bounded number of times, and count it.
 BUSY_RETRIES = 500
 
 SCHEMA = "CREATE TABLE load (who INTEGER, i INTEGER, s TEXT, PRIMARY KEY (who, i))"

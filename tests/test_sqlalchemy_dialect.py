@@ -32,8 +32,10 @@ def engine(url):
 
 @pytest.fixture
 def observer(dqlite_cluster, dqlite_database):
-    """A plain driver connection in autocommit mode, to look at what was committed."""
-    conn = dqlite.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True)
+    """A plain driver connection in autocommit mode, to look at what was committed.
+
+    It does not wait for a write lock (``write_lock_is_held``)."""
+    conn = dqlite.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True, busy_timeout=0)
     yield conn
     conn.close()
 
