@@ -341,6 +341,7 @@ class Session:
         self.transaction_lost: str | None = None
         self.closed = False
         self.params32: bool | None = None
+        self.barrier_run = False  # this connection's leader ran _barrier()
 
     def describe_state(self) -> str:
         if self.closed:
@@ -673,6 +674,7 @@ class Session:
                     continue
                 if leader is not None:
                     self.connected_to = self.last_leader = leader
+                    self.barrier_run = False
                     self.statements.clear()
                     self.to_finalize.clear()
                     log.debug("connected to leader %s, database %r", leader, self.database)
@@ -725,7 +727,20 @@ class Session:
         self.encoder.prepare(sql)
         yield self.encoder.take()
         yield from self._read_finalizes(nfin)
-        stmt_id, nparams = yield from self._read(self.decoder.read_stmt)
+        try:
+            stmt_id, nparams = yield from self._read(self.decoder.read_stmt)
+        except DatabaseError as exc:
+            if exc.code != 1 or not str(exc).startswith("no such") or self.barrier_run:
+                raise
+            # A 1.11 leader prepares without a raft barrier: just elected, it
+            # may not have applied what was committed before (a table created
+            # a moment ago is "no such table").  Make it catch up, once per
+            # connection, and prepare again.
+            log.debug("PREPARE failed (%s) on a new connection: running a barrier, then preparing again", exc)
+            yield from self._barrier()
+            self.encoder.prepare(sql)
+            yield self.encoder.take()
+            stmt_id, nparams = yield from self._read(self.decoder.read_stmt)
         prepared = Prepared(stmt_id, nparams, info)
         self.statements[sql] = prepared
         if len(self.statements) > self.cached_statements:
@@ -733,6 +748,17 @@ class Session:
             # Finalized with the next request; the id is never used again (§8.1).
             self.to_finalize.append(evicted.stmt_id)
         return prepared
+
+    def _barrier(self) -> Op:
+        """Have the leader apply every committed log entry (protocol.md: QUERY
+        and EXEC requests run a raft barrier first; PREPARE does not in 1.11)."""
+        self.barrier_run = True
+        self.encoder.query_sql("SELECT 1")
+        yield self.encoder.take()
+        rows: list = []
+        while not (yield from self._read_rows(rows)):
+            pass
+        self.decoder.end_result()
 
     def _check_params(self, prepared: Prepared, params: Sequence[Any]) -> Op:
         """Validate the parameter count; returns whether params32 is needed."""

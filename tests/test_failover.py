@@ -1,5 +1,7 @@
 """Leader discovery, leader loss and the 1.11.1 server hazards, on clusters of their own."""
 
+import logging
+
 import pytest
 
 import dqlite
@@ -219,3 +221,16 @@ def test_losing_an_explicit_transaction_in_autocommit_mode(cluster, api_connect,
         conn.execute("INSERT INTO t VALUES (2)")
     conn.rollback()
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_a_missing_table_is_reported_after_one_barrier(connect, caplog):
+    # A PREPARE that finds no such table may be a new 1.11 leader that has not
+    # applied the last commits yet: the driver runs a raft barrier and prepares
+    # again, once per connection.  A table that really is missing stays missing.
+    conn = connect()
+    with caplog.at_level(logging.DEBUG, logger="dqlite"):
+        for _ in range(2):
+            with pytest.raises(dqlite.OperationalError, match="no such table: nowhere"):
+                conn.execute("SELECT * FROM nowhere")
+    assert caplog.text.count("running a barrier") == 1
+    assert conn.execute("SELECT 1").fetchall() == [(1,)]
