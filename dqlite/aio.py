@@ -27,7 +27,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
 from ssl import SSLContext
-from typing import Any
+from typing import Any, NoReturn
 
 from dqlite._protocol import Decoder
 from dqlite._session import (
@@ -221,21 +221,52 @@ class AsyncConnection(ConnectionBase):
         try:
             return await self._drive(op)
         except asyncio.CancelledError as exc:
-            if self._timed_out and self._task is not None and self._task.uncancel() == 0:
-                error, self._pending_error = self._pending_error, None
-                message = f"timed out after {self._session.timeout:g}s"
-                if error is None:
-                    raise OperationalError(message) from exc
-                raise type(error)(f"{message}: {error}", code=error.code) from exc
-            # Cancelled from outside: only a cancelled COMMIT is worth
-            # reporting later; whatever else was lost is in the session's state.
-            if not isinstance(self._pending_error, CommitOutcomeUnknownError):
-                self._pending_error = None
+            self._cancelled(exc)
             raise
         finally:
             self._deadline = 0.0
             self._task = None
             self._busy = False
+
+    def _cancelled(self, exc: asyncio.CancelledError) -> None:
+        """An operation ended cancelled: raise the timeout's error if the watchdog did it.
+
+        Cancelled from outside, return (the caller re-raises ``exc``): only a
+        cancelled COMMIT is worth reporting later; whatever else was lost is
+        in the session's state.
+        """
+        if self._timed_out and self._task is not None and self._task.uncancel() == 0:
+            error, self._pending_error = self._pending_error, None
+            message = f"timed out after {self._session.timeout:g}s"
+            if error is None:
+                raise OperationalError(message) from exc
+            raise type(error)(f"{message}: {error}", code=error.code) from exc
+        if not isinstance(self._pending_error, CommitOutcomeUnknownError):
+            self._pending_error = None
+
+    async def _cached_query_failed(self, exc: BaseException) -> NoReturn:
+        """``AsyncCursor.execute``'s hot path ended with ``exc``: raise what ``_run`` would.
+
+        That is, what ``_run(session.execute(...))`` does when the query's
+        answer fails, or when the task is cancelled (or times out) while it
+        waits for it.  The cursor's result is cleared; the connection is
+        still busy.  An ``Error`` goes through ``Session._failed`` (a lost
+        connection is classified, a server error inside a transaction
+        checked).  A cancellation drops the socket, which may hold part of
+        the answer (never to be taken for the next query's), and the session
+        hears of it as a lost connection, as in ``_drive``.
+        """
+        try:
+            if isinstance(exc, asyncio.CancelledError):
+                op = _query_failed(self._session, None)
+                op.send(None)  # now where the answer is awaited
+                self._pending_error = self._abort(op)
+            elif isinstance(exc, Error):
+                await self._drive(_query_failed(self._session, exc))  # raises
+            raise exc
+        except asyncio.CancelledError as cancelled:
+            self._cancelled(cancelled)
+            raise
 
     def _on_watchdog(self) -> None:
         """The timer fired: time out the running operation if it is past its deadline.
@@ -454,6 +485,21 @@ class AsyncConnection(ConnectionBase):
                 log.debug("rollback after an exception failed", exc_info=True)
 
 
+def _query_failed(session: Session, exc: Error | None) -> Op:
+    """What ``Session.execute`` does when a query's answer fails with ``exc``.
+
+    ``exc`` None: a generator to send None to first; it then stands where
+    ``execute`` awaits the answer, for ``_abort`` to throw the failure in.
+    """
+    if exc is None:
+        try:
+            yield None
+        except Error as thrown:
+            exc = thrown
+    yield from session._failed(exc, False)
+    raise exc
+
+
 class AsyncCursor(ResultState):
     """An asyncio cursor; results stream from the server batch by batch."""
 
@@ -473,6 +519,68 @@ class AsyncCursor(ResultState):
 
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> AsyncCursor:
         """Run one statement with qmark (``?``) parameters; returns the cursor."""
+        connection = self._connection
+        if connection is not None and (type(parameters) is tuple or type(parameters) is list):
+            # The hot path: a prepared query with nothing to send before it
+            # (Session.encode_cached_query) on an open socket, nothing else
+            # running (else _run refuses, or reports a cancelled COMMIT).  What
+            # ``_run(session.execute(...))`` does for it, without a session
+            # generator and ``_drive`` to create and resume: the same busy
+            # flag, watchdog and answer deadline, the same waits, the same
+            # failure handling (see AsyncConnection._cached_query_failed).
+            # The session is connected, so no connection attempt (with its
+            # ``_attempt_timeout``) is under way.
+            protocol = connection._protocol
+            if (protocol is not None and not connection._busy and connection._pending_error is None
+                    and protocol.transport is not None and not protocol.transport.is_closing()):
+                session = connection._session
+                try:
+                    encoded = session.encode_cached_query(sql, parameters)
+                except Error as exc:
+                    self._clear_result()
+                    await connection._run(_query_failed(session, exc))  # raises
+                    raise  # pragma: no cover
+                except BaseException:
+                    self._clear_result()
+                    raise
+                if encoded:
+                    loop: asyncio.AbstractEventLoop = protocol.loop  # type: ignore[assignment]
+                    connection._busy = True
+                    connection._task = asyncio.current_task(loop)
+                    connection._timed_out = False
+                    try:
+                        protocol.write(session.encoder.take())  # a pending write_soon goes with it
+                        # The answer gets the whole timeout from its request.
+                        deadline = connection._deadline = loop.time() + session.timeout
+                        if connection._watchdog is None:
+                            connection._watchdog = loop.call_at(deadline, connection._on_watchdog)
+                        decoder = session.decoder
+                        if decoder.next_message() < 0:
+                            if protocol.lost is None and not protocol.paused:
+                                # The first wait, written out: what wait_for_input
+                                # does right after a write (nothing pending, nothing
+                                # received since: no QUICKACK).
+                                waiter = loop.create_future()
+                                protocol.waiter = waiter
+                                await waiter
+                            while decoder.next_message() < 0:
+                                await protocol.wait_for_input()
+                        rows: list = []
+                        done = decoder.read_rows(rows)
+                        while not done and not rows:
+                            while decoder.next_message() < 0:
+                                await protocol.wait_for_input()
+                            done = decoder.read_rows(rows)
+                        session.take_query_rows(self, rows, done)
+                    except BaseException as exc:
+                        self._clear_result()
+                        await connection._cached_query_failed(exc)  # raises
+                        raise  # pragma: no cover
+                    finally:
+                        connection._deadline = 0.0
+                        connection._task = None
+                        connection._busy = False
+                    return self
         connection = self._check()
         await self._release_result(connection)
         await connection._run(connection._session.execute(self, sql, as_params(parameters)))
@@ -520,13 +628,16 @@ class AsyncCursor(ResultState):
 
     async def fetchall(self) -> list[tuple]:
         """Every remaining row."""
-        connection = self._check_result()
+        connection = self._connection
+        if self._description is None or connection is None or connection._session.closed:
+            connection = self._check_result()  # raises
         out = self._rows[self._pos:] if self._pos else self._rows
         self._rows = []
         self._pos = 0
-        session = connection._session
-        while not self._done:
-            self._done = await connection._run(session.read_batch(self, out))
+        if not self._done:
+            session = connection._session
+            while not self._done:
+                self._done = await connection._run(session.read_batch(self, out))
         return out
 
     def __aiter__(self) -> AsyncIterator[tuple]:

@@ -108,6 +108,36 @@ def test_cancel_in_the_middle_of_a_large_result(dqlite_cluster, dqlite_database,
     run(main(), loop_kind)
 
 
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_cancel_while_a_prepared_query_awaits_its_answer(dqlite_cluster, dqlite_database, loop_kind):
+    """The cancelled query's answer, still to come, is never taken for the next one's.
+
+    A query run again takes the cursor's hot path (no session generator):
+    cancelled there, the connection must end up as after any cancelled
+    operation (the socket dropped; it reconnects).
+    """
+    slow = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) SELECT count(*) FROM c"
+
+    async def main():
+        conn = await dqlite.aio.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True)
+        cur = conn.cursor()
+        await cur.execute(slow, (10,))  # prepared now: its next runs take the hot path
+        assert await cur.fetchall() == [(10,)]
+        task = asyncio.create_task(cur.execute(slow, (3_000_000,)))
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert cur.description is None
+        for n in (5, 7):
+            await cur.execute(slow, (n,))
+            assert await cur.fetchall() == [(n,)]
+        await conn.close()
+
+    run(main(), loop_kind)
+
+
 def test_cancelled_commit_is_reported_as_of_unknown_outcome(dqlite_fresh_cluster):
     cluster = dqlite_fresh_cluster
 
