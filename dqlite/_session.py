@@ -435,6 +435,11 @@ class Session:
         receive finds the new request's answers rather than these.
         """
         yield POLL
+        self.take_arrived()
+
+    def take_arrived(self) -> None:
+        """The decoding half of ``_take_arrived_unread``, for a shell that
+        received (or polled) itself."""
         decoder = self.decoder
         while self.unread:
             mtype = decoder.next_message()
@@ -800,22 +805,28 @@ class Session:
         """The hot path of ``execute``, for a shell that does the I/O itself.
 
         When ``sql`` is a query whose statement is prepared on the current
-        connection and nothing has to go before it (no transaction to begin,
-        no answers owed, no result streaming, no statement to finalize, no
-        parameter count to check), encode its QUERY and return True: the
-        shell sends it, decodes the ROWS answer up to a first row (or the
-        end) and hands the rows to ``take_query_rows``, or an ``Error`` to
-        ``_failed(exc, False)`` before raising it: what ``execute`` does on
-        this path.  Otherwise encode nothing and return False: the shell
-        runs ``execute``.  ``params`` is a tuple or a list (``as_params``).
+        connection and nothing has to go before it (no BEGIN to send, no
+        answers owed: the shell takes those that arrived with
+        ``take_arrived`` first, no result streaming, no statement to
+        finalize, no parameter count to check), encode its QUERY and return
+        True: the shell sends it, decodes the ROWS answer up to a first row
+        (or the end) and hands the rows to ``take_query_rows``, or an
+        ``Error`` to ``query_failed`` before raising it: what ``execute``
+        does on this path.  Otherwise encode nothing and return False: the
+        shell runs ``execute``.  ``params`` is a tuple or a list (``as_params``).
         """
         # A statement is only prepared after execute checked its SQL (a
         # single statement, no RETURNING); its info says QUERY only if it
         # was classified so.  ``closed`` implies ``connected_to is None``.
-        if (self.connected_to is None or self.streaming is not None or self.unread or self.begun_ahead
-                or self.to_finalize or self.transaction_lost is not None
-                or not (self.in_transaction or self.autocommit)):
+        if (self.connected_to is None or self.streaming is not None or self.unread
+                or self.to_finalize or self.transaction_lost is not None):
             return False
+        begun_ahead = self.begun_ahead
+        if begun_ahead:
+            if self.autocommit or self.in_transaction:
+                return False  # _settle_ahead ends that transaction first
+        elif not (self.in_transaction or self.autocommit):
+            return False  # a BEGIN goes first
         prepared = self.statements.get(sql)
         if (prepared is None or prepared.info.kind != _sql.QUERY or len(params) != prepared.nparams
                 or prepared.nparams > MAX_PARAMS_SCHEMA0):
@@ -826,6 +837,13 @@ class Session:
         except BaseException:
             self.encoder.clear()
             raise
+        if begun_ahead:
+            # The BEGIN sent ahead took (its answer is in, see _begin_if_needed):
+            # this query is the first statement of the transaction.
+            self.begun_ahead = False
+            self.implicit_transaction = True
+            self.in_transaction = True
+            self.transaction_fresh = True
         return True
 
     def take_query_rows(self, cursor: ResultState, rows: list, done: bool) -> None:
@@ -837,12 +855,20 @@ class Session:
         decoder = self.decoder
         if not decoder.columns:
             raise ProtocolError("server answered a query with a result of no columns")
+        self.transaction_fresh = False
         cursor._set_rows(decoder, rows, done)
         cursor._rowcount = -1
         if done:
             decoder.end_result()
         else:
             self.streaming = cursor
+
+    def query_failed(self, exc: Error) -> Op:
+        """The end of ``encode_cached_query``'s path when the answer is ``exc``."""
+        try:
+            yield from self._failed(exc, False)
+        finally:
+            self.transaction_fresh = False
 
     def execute(self, cursor: ResultState, sql: str, params: Sequence[Any]) -> Op:
         """Run one statement; its result lands in ``cursor``."""

@@ -496,7 +496,7 @@ def _query_failed(session: Session, exc: Error | None) -> Op:
             yield None
         except Error as thrown:
             exc = thrown
-    yield from session._failed(exc, False)
+    yield from session.query_failed(exc)
     raise exc
 
 
@@ -535,6 +535,8 @@ class AsyncCursor(ResultState):
                     and protocol.transport is not None and not protocol.transport.is_closing()):
                 session = connection._session
                 try:
+                    if session.unread:
+                        session.take_arrived()  # the protocol received them already
                     encoded = session.encode_cached_query(sql, parameters)
                 except Error as exc:
                     self._clear_result()

@@ -264,6 +264,11 @@ class Cursor(ResultState):
             if wire is not None:
                 decoder = session.decoder
                 try:
+                    if session.unread:
+                        # Answers owed (the end of the last read-only
+                        # transaction): take in those that arrived.
+                        wire.poll()
+                        session.take_arrived()
                     if session.encode_cached_query(sql, parameters):
                         try:
                             deadline = wire.exchange(session.encoder.take(), session.timeout)
@@ -280,7 +285,7 @@ class Cursor(ResultState):
                         return self
                 except Error as exc:
                     self._clear_result()
-                    connection._run(session._failed(exc, False))
+                    connection._run(session.query_failed(exc))
                     raise
                 except BaseException:
                     self._clear_result()
