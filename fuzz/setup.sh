@@ -11,14 +11,8 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 
 if ! command -v clang >/dev/null 2>&1; then
-    echo "fuzz/setup: installing clang"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y -q clang >/dev/null 2>&1 || {
-        $sudo apt-get update -q >/dev/null
-        $sudo apt-get install -y -q clang >/dev/null
-    } || echo "fuzz/setup: could not install clang: the fuzzers will run on the uninstrumented build"
+    scripts/apt-install.sh fuzz/setup clang ||
+        echo "fuzz/setup: could not install clang: the fuzzers will run on the uninstrumented build"
 fi
 
 has_preload() {

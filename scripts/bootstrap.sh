@@ -13,20 +13,7 @@ VENV=${VENV:-.venv}
 PIP_EXTRA=${PIP_EXTRA:-}
 
 # 1. System packages (only the test/bench node host needs them; the client does not).
-missing=()
-for pkg in libdqlite0 libdqlite-dev; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "bootstrap: installing ${missing[*]}"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || {
-        $sudo apt-get update -q >/dev/null
-        $sudo apt-get install -y -q "${missing[@]}"
-    }
-fi
+scripts/apt-install.sh bootstrap libdqlite0 libdqlite-dev
 
 # 2. The virtualenv and the package (editable, so the build is in-tree).
 if [ ! -x "$VENV/bin/python" ]; then

@@ -8,23 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=build/bench-go-dqlite
-packages=(golang-go golang-github-canonical-go-dqlite-dev)
 
-missing=()
-for pkg in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "build-go-bench: installing ${missing[*]}"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! { $sudo apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||
-           { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "${missing[@]}" >/dev/null; }; }; then
-        echo "build-go-bench: could not install ${missing[*]}" >&2
-        exit 1
-    fi
-fi
+scripts/apt-install.sh build-go-bench golang-go golang-github-canonical-go-dqlite-dev
 
 version=$(dpkg-query -W -f='${Version}' golang-github-canonical-go-dqlite-dev)
 if [ -x "$out" ] && [ "$out" -nt bench/go/main.go ] && [ "$(cat "$out.version" 2>/dev/null)" = "$version" ]; then

@@ -86,6 +86,19 @@ func check(what string, got, want int) {
 	}
 }
 
+// drain scans every row of rows into dest and closes them; the rows it read.
+func drain(rows *sql.Rows, err error, dest ...interface{}) int {
+	must(err)
+	got := 0
+	for rows.Next() {
+		must(rows.Scan(dest...))
+		got++
+	}
+	must(rows.Err())
+	must(rows.Close())
+	return got
+}
+
 // pointQueries runs one point query per id through stmt; the rows it read.
 func pointQueries(stmt *sql.Stmt, ids []int64) int {
 	got := 0
@@ -94,13 +107,7 @@ func pointQueries(stmt *sql.Stmt, ids []int64) int {
 	var v float64
 	for _, i := range ids {
 		rows, err := stmt.Query(i)
-		must(err)
-		for rows.Next() {
-			must(rows.Scan(&id, &name, &v))
-			got++
-		}
-		must(rows.Err())
-		must(rows.Close())
+		got += drain(rows, err, &id, &name, &v)
 	}
 	return got
 }
@@ -118,21 +125,13 @@ func w1(db *sql.DB, p *params) measurement {
 }
 
 func fetchAll(db *sql.DB) int {
-	rows, err := db.Query(fetchSQL)
-	must(err)
 	var id int64
 	var name string
 	var v float64
 	var b []byte
 	var n sql.NullInt64
-	got := 0
-	for rows.Next() {
-		must(rows.Scan(&id, &name, &v, &b, &n))
-		got++
-	}
-	must(rows.Err())
-	must(rows.Close())
-	return got
+	rows, err := db.Query(fetchSQL)
+	return drain(rows, err, &id, &name, &v, &b, &n)
 }
 
 // w2: every row of the table (5 columns), after one unmeasured run.
@@ -270,7 +269,7 @@ func main() {
 	record := map[string]interface{}{
 		"protocol": 1, "workload": *workload, "driver": *driverKind, "client": "go-dqlite",
 		"version": "go-dqlite " + goDqliteVersion + " database/sql (" + runtime.Version() + ")",
-		"python": nil, "round": *round, "loop": *loop, "status": "ok", "reason": nil,
+		"python":  nil, "round": *round, "loop": *loop, "status": "ok", "reason": nil,
 	}
 	status := 0
 	func() {
