@@ -228,6 +228,17 @@ class Wire:
         if self.shortened and self.sock is not None:
             self.set_timeout(self.timeout)
 
+    def shutdown(self) -> None:
+        """Wake a receive blocked in another thread (it sees the end of the
+        stream); that thread then closes.  Closing from here could free the
+        buffer it receives into."""
+        sock = self.sock
+        if sock is not None:
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # under TLS too: the bare socket
+            except OSError:
+                pass
+
     def close(self) -> None:
         self.fd = self.recv_fd = -1
         sock, self.sock = self.sock, None

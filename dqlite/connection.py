@@ -8,6 +8,7 @@ answers) against it.  Encoding and decoding are the compiled core's.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from ssl import SSLContext
@@ -20,12 +21,15 @@ from dqlite._wire import Wire
 from dqlite.exceptions import (
     ConnectionLostError,
     Error,
+    InterfaceError,
     ProgrammingError,
 )
 
 __all__ = ["Connection", "Cursor", "connect"]
 
 log = logging.getLogger("dqlite")
+_IN_USE = ("another operation is in progress on this connection: a connection must not be "
+           "used by two threads at once (dqlite.threadsafety is 1)")
 _monotonic = time.monotonic
 
 def connect(
@@ -78,11 +82,25 @@ class Connection(ConnectionBase):
         """Connect through ``session`` (use ``dqlite.connect``)."""
         self._session = session
         self._wire: Wire | None = None
+        # Held while an operation runs: two threads interleaving requests and
+        # answers on one socket would read each other's rows (or receive into
+        # a buffer the other frees), so the second gets an InterfaceError.
+        self._lock = threading.Lock()
         self._run(session.connect())
 
     # -- the I/O loop --------------------------------------------------------
 
     def _run(self, op: Op) -> Any:
+        """``_drive(op)``, refused while another thread runs an operation."""
+        if not self._lock.acquire(False):
+            op.close()
+            raise InterfaceError(_IN_USE)
+        try:
+            return self._drive(op)
+        finally:
+            self._lock.release()
+
+    def _drive(self, op: Op) -> Any:
         """Drive one session operation with blocking socket I/O.
 
         Each answer is waited for at most ``timeout`` seconds from the
@@ -214,11 +232,24 @@ class Connection(ConnectionBase):
         self._run(self._session.rollback())
 
     def close(self) -> None:
-        """Close the connection; an open transaction is rolled back by the server."""
+        """Close the connection; an open transaction is rolled back by the server.
+
+        Called from another thread while an operation runs, it shuts the
+        socket down: that operation fails with ``ConnectionLostError`` at
+        once (and its thread closes the socket).
+        """
         if self._session.closed:
             return
         self._session.mark_closed()
-        self._close_wire()
+        if not self._lock.acquire(False):
+            wire = self._wire
+            if wire is not None:
+                wire.shutdown()
+            return
+        try:
+            self._close_wire()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Connection:
         return self
@@ -261,7 +292,8 @@ class Cursor(ResultState):
             # does for it, without a generator to create and resume.
             session = connection._session
             wire = connection._wire
-            if wire is not None:
+            lock = connection._lock
+            if wire is not None and lock.acquire(False):
                 decoder = session.decoder
                 try:
                     if session.unread:
@@ -285,11 +317,13 @@ class Cursor(ResultState):
                         return self
                 except Error as exc:
                     self._clear_result()
-                    connection._run(session.query_failed(exc))
+                    connection._drive(session.query_failed(exc))
                     raise
                 except BaseException:
                     self._clear_result()
                     raise
+                finally:
+                    lock.release()
         connection = self._check()
         self._release_result(connection)
         connection._run(connection._session.execute(self, sql, as_params(parameters)))
