@@ -272,7 +272,7 @@ class ResultState:
         self._rowcount = rowcount
 
     def _set_rows(self, decoder: Decoder, rows: list, done: bool) -> None:
-        self._description = _description(decoder.columns, decoder.first_row_types)
+        self._description = _description(decoder.columns or [], decoder.first_row_types)
         self._rows = rows
         self._pos = 0
         self._done = done
@@ -934,7 +934,7 @@ class Session:
         if not params and kind in _EXEC_SQL_KINDS:
             # DDL and transaction control: one EXEC_SQL, nothing worth caching.
             yield from self._ensure_connected()
-            saved = self.to_finalize[:]
+            saved: list[int] | None = self.to_finalize[:]
             try:
                 nfin = self._queue_finalizes()
                 begin = self._begin_if_needed(info)

@@ -141,7 +141,7 @@ def classify(sql: str) -> Statement:
 
 def split_statements(sql: str) -> list[str]:
     """Split a script into its statements (text of each, without the ';')."""
-    out = []
+    out: list[str] = []
     rest = sql
     while True:
         tokens = list(_words(rest))

@@ -313,7 +313,7 @@ class AsyncConnection(ConnectionBase):
                     protocol = self._protocol
                     if protocol is None or protocol.transport is None or protocol.transport.is_closing():
                         raise ConnectionLostError("not connected")
-                    if type(request) is SendSoon:
+                    if isinstance(request, SendSoon):
                         protocol.write_soon(request.data)
                     else:
                         protocol.write(request)
@@ -466,8 +466,9 @@ class AsyncConnection(ConnectionBase):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        if not protocol.loop.is_closed():
-            protocol.loop.call_soon_threadsafe(transport.abort)
+        loop = protocol.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(transport.abort)
 
     async def __aenter__(self) -> AsyncConnection:
         return self
@@ -496,6 +497,8 @@ def _query_failed(session: Session, exc: Error | None) -> Op:
             yield None
         except Error as thrown:
             exc = thrown
+        else:  # pragma: no cover - _abort always throws
+            raise AssertionError("_query_failed resumed without a failure")
     yield from session.query_failed(exc)
     raise exc
 
