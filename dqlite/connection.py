@@ -86,6 +86,7 @@ class Connection(ConnectionBase):
         # answers on one socket would read each other's rows (or receive into
         # a buffer the other frees), so the second gets an InterfaceError.
         self._lock = threading.Lock()
+        self._close_requested = False  # by close() from another thread, mid-operation
         self._run(session.connect())
 
     # -- the I/O loop --------------------------------------------------------
@@ -98,7 +99,13 @@ class Connection(ConnectionBase):
         try:
             return self._drive(op)
         finally:
-            self._lock.release()
+            self._release()
+
+    def _release(self) -> None:
+        """End an operation: release the lock, then close if close() asked meanwhile."""
+        self._lock.release()
+        if self._close_requested:
+            self.close()
 
     def _drive(self, op: Op) -> Any:
         """Drive one session operation with blocking socket I/O.
@@ -240,13 +247,18 @@ class Connection(ConnectionBase):
         """
         if self._session.closed:
             return
-        self._session.mark_closed()
         if not self._lock.acquire(False):
+            # That thread owns the session and the socket's buffer: wake it,
+            # and it closes when its operation ends (see _release).  Asked
+            # first, tried again after: one of the two threads closes.
+            self._close_requested = True
             wire = self._wire
             if wire is not None:
                 wire.shutdown()
-            return
+            if not self._lock.acquire(False):
+                return
         try:
+            self._session.mark_closed()
             self._close_wire()
         finally:
             self._lock.release()
@@ -323,7 +335,7 @@ class Cursor(ResultState):
                     self._clear_result()
                     raise
                 finally:
-                    lock.release()
+                    connection._release()
         connection = self._check()
         self._release_result(connection)
         connection._run(connection._session.execute(self, sql, as_params(parameters)))

@@ -123,8 +123,11 @@ def test_cancel_while_a_prepared_query_awaits_its_answer(dqlite_cluster, dqlite_
         cur = conn.cursor()
         await cur.execute(slow, (10,))  # prepared now: its next runs take the hot path
         assert await cur.fetchall() == [(10,)]
-        task = asyncio.create_task(cur.execute(slow, (3_000_000,)))
-        await asyncio.sleep(0.05)
+        # Some 70 ms of work for the node: short of an election timeout.
+        task = asyncio.create_task(cur.execute(slow, (300_000,)))
+        while not conn._busy:  # the query is on its way
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.005)
         assert not task.done()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -7,9 +7,10 @@ import pytest
 
 import dqlite
 
-# About a second of work for the node: long enough to be caught running.
+# Some 70 ms of work for the node: long enough to be caught running, well
+# short of an election timeout (a node busy with a query sends no heartbeats).
 SLOW = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) SELECT count(*) FROM c"
-SLOW_N = 2_000_000
+SLOW_N = 300_000
 
 
 def run_in_thread(conn):
@@ -24,7 +25,8 @@ def run_in_thread(conn):
 
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(0.2)  # the query is running on the node
+    while not conn._lock.locked():  # the query is on its way
+        time.sleep(0.001)
     return thread, outcome
 
 
@@ -47,6 +49,7 @@ def test_close_from_another_thread_ends_the_running_operation(dqlite_cluster, dq
     thread, outcome = run_in_thread(conn)
     conn.close()
     thread.join()
-    assert isinstance(outcome.get("error"), dqlite.OperationalError), outcome  # lost, not answered
+    assert isinstance(outcome.get("error"), dqlite.ConnectionLostError), outcome  # lost, not answered
+    assert conn._wire is None  # closed by its own thread, not connected again
     with pytest.raises(dqlite.ProgrammingError, match="closed"):
         conn.execute("SELECT 1")
