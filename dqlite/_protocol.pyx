@@ -575,9 +575,7 @@ cdef class Decoder:
 
     def buffer_updated(self, Py_ssize_t nbytes):
         """Record that ``nbytes`` were written into the last ``get_buffer()`` view."""
-        if nbytes < 0 or nbytes > self.capacity - self.end:
-            raise ValueError("buffer_updated: byte count out of range")
-        self.end += nbytes
+        decoder_received(self, nbytes)
 
     def feed(self, data):
         """Append bytes (for tests and for shells that receive bytes objects)."""

@@ -6,6 +6,7 @@ compiled ``Encoder`` and every byte it receives goes to the ``Decoder``.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import struct
@@ -141,21 +142,12 @@ class Wire:
         """
         self.send(data)
         deadline = _monotonic() + timeout
+        if not self.shortened:
+            # The first wait after the send: the whole timeout is left
+            # (nothing to shorten) and the send carried our ACKs (no
+            # QUICKACK), so ``fill``'s checks have nothing to do.
+            self._receive()
         decoder = self.decoder
-        fd = self.recv_fd
-        if fd >= 0 and not self.shortened:
-            # The first wait after the send, written out: the whole timeout
-            # is left (nothing to shorten) and the send carried our ACKs (no
-            # QUICKACK): ``fill`` without its checks.
-            try:
-                n = recv_into_decoder(fd, decoder)
-            except OSError as exc:
-                self.close()
-                raise ConnectionLostError(f"lost connection to {self.address}: {_describe(exc)}") from exc
-            self.received_since_send = True
-            if n == 0:
-                self.close()
-                raise ConnectionLostError(f"dqlite node {self.address} closed the connection")
         while decoder.next_message() < 0:
             self.fill(deadline)
         return deadline
@@ -194,31 +186,40 @@ class Wire:
         if sock is None:
             raise ConnectionLostError(f"connection to {self.address} is closed")
         if deadline and self.timeout is not None:
-            left = deadline - time.monotonic()
+            left = deadline - _monotonic()
             if self.shortened or left < 0.9 * self.timeout:
                 if left <= 0:
                     self.close()
                     raise ConnectionLostError(f"timed out waiting for {self.address}")
                 self._bound_waits(left)
                 self.shortened = True
-        try:
-            if self.received_since_send and QUICKACK:
-                # dqlite nodes write with Nagle on: what they write after a
-                # response we received waits for our ACK, which the kernel
-                # may delay by up to 40 ms.  Setting QUICKACK sends a pending
-                # ACK now.  Not needed on the first receive after a send: the
-                # send carried the ACK of everything received before it, and
-                # any later arrival wakes this receive.
+        if self.received_since_send and QUICKACK:
+            # dqlite nodes write with Nagle on: what they write after a
+            # response we received waits for our ACK, which the kernel may
+            # delay by up to 40 ms.  Setting QUICKACK sends a pending ACK
+            # now.  Not needed on the first receive after a send: the send
+            # carried the ACK of everything received before it, and any
+            # later arrival wakes this receive.
+            with contextlib.suppress(OSError):  # a broken socket: the receive reports it
                 sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+        self._receive()
+
+    def _receive(self) -> None:
+        """One receive into the decoder, waiting for it; a failure or the end
+        of the stream closes the socket."""
+        sock = self.sock
+        if sock is None:
+            raise ConnectionLostError(f"connection to {self.address} is closed")
+        try:
             if self.recv_fd >= 0:
                 n = recv_into_decoder(self.recv_fd, self.decoder)
             else:
                 n = sock.recv_into(self.decoder.get_buffer())
                 self.decoder.buffer_updated(n)
-            self.received_since_send = True
         except OSError as exc:
             self.close()
             raise ConnectionLostError(f"lost connection to {self.address}: {_describe(exc)}") from exc
+        self.received_since_send = True
         if n == 0:
             self.close()
             raise ConnectionLostError(f"dqlite node {self.address} closed the connection")
