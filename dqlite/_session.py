@@ -838,12 +838,9 @@ class Session:
             self.encoder.clear()
             raise
         if begun_ahead:
-            # The BEGIN sent ahead took (its answer is in, see _begin_if_needed):
-            # this query is the first statement of the transaction.
-            self.begun_ahead = False
-            self.implicit_transaction = True
-            self.in_transaction = True
-            self.transaction_fresh = True
+            # The BEGIN sent ahead took (its answer is in): this query is the
+            # transaction's first statement, with nothing to encode before it.
+            self._begin_if_needed(prepared.info)
         return True
 
     def take_query_rows(self, cursor: ResultState, rows: list, done: bool) -> None:
