@@ -208,25 +208,33 @@ class AsyncConnection(ConnectionBase):
             op.close()
             error, self._pending_error = self._pending_error, None
             raise error
-        self._busy = True
         # The connection's own loop when it has one: asyncio.get_running_loop()
         # costs a getpid() system call each time.
         protocol = self._protocol
         loop = protocol.loop if protocol is not None and protocol.loop is not None else asyncio.get_running_loop()
-        self._deadline = loop.time() + self._session.timeout
-        self._task = asyncio.current_task(loop)
-        self._timed_out = False
-        if self._watchdog is None:
-            self._watchdog = loop.call_at(self._deadline, self._on_watchdog)
+        self._start_operation(loop)
         try:
             return await self._drive(op)
         except asyncio.CancelledError as exc:
             self._cancelled(exc)
             raise
         finally:
-            self._deadline = 0.0
-            self._task = None
-            self._busy = False
+            self._end_operation()
+
+    def _start_operation(self, loop: asyncio.AbstractEventLoop) -> None:
+        """An operation is under way: busy, its task known, the watchdog armed
+        for its first answer (each request moves ``_deadline`` on)."""
+        self._busy = True
+        self._deadline = loop.time() + self._session.timeout
+        self._task = asyncio.current_task(loop)
+        self._timed_out = False
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._deadline, self._on_watchdog)
+
+    def _end_operation(self) -> None:
+        self._deadline = 0.0
+        self._task = None
+        self._busy = False
 
     def _cancelled(self, exc: asyncio.CancelledError) -> None:
         """An operation ended cancelled: raise the timeout's error if the watchdog did it.
@@ -549,27 +557,12 @@ class AsyncCursor(ResultState):
                     self._clear_result()
                     raise
                 if encoded:
-                    loop: asyncio.AbstractEventLoop = protocol.loop  # type: ignore[assignment]
-                    connection._busy = True
-                    connection._task = asyncio.current_task(loop)
-                    connection._timed_out = False
+                    connection._start_operation(protocol.loop)  # type: ignore[arg-type]
                     try:
                         protocol.write(session.encoder.take())  # a pending write_soon goes with it
-                        # The answer gets the whole timeout from its request.
-                        deadline = connection._deadline = loop.time() + session.timeout
-                        if connection._watchdog is None:
-                            connection._watchdog = loop.call_at(deadline, connection._on_watchdog)
                         decoder = session.decoder
-                        if decoder.next_message() < 0:
-                            if protocol.lost is None and not protocol.paused:
-                                # The first wait, written out: what wait_for_input
-                                # does right after a write (nothing pending, nothing
-                                # received since: no QUICKACK).
-                                waiter = loop.create_future()
-                                protocol.waiter = waiter
-                                await waiter
-                            while decoder.next_message() < 0:
-                                await protocol.wait_for_input()
+                        while decoder.next_message() < 0:
+                            await protocol.wait_for_input()
                         rows: list = []
                         done = decoder.read_rows(rows)
                         while not done and not rows:
@@ -582,9 +575,7 @@ class AsyncCursor(ResultState):
                         await connection._cached_query_failed(exc)  # raises
                         raise  # pragma: no cover
                     finally:
-                        connection._deadline = 0.0
-                        connection._task = None
-                        connection._busy = False
+                        connection._end_operation()
                     return self
         connection = self._check()
         await self._release_result(connection)
