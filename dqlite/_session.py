@@ -338,6 +338,10 @@ class Session:
         # been answered: losing the connection now loses nothing of it.
         self.transaction_fresh = False
         self.unread = 0                  # answers owed by the server and not read yet
+        # The hot path's query went out before the answer to the BEGIN sent
+        # ahead, and that BEGIN failed (see take_owed).
+        self.query_behind_begin = False
+        self.query_ran_alone = False
         self.transaction_lost: str | None = None
         self.closed = False
         self.params32: bool | None = None
@@ -435,11 +439,6 @@ class Session:
         receive finds the new request's answers rather than these.
         """
         yield POLL
-        self.take_arrived()
-
-    def take_arrived(self) -> None:
-        """The decoding half of ``_take_arrived_unread``, for a shell that
-        received (or polled) itself."""
         decoder = self.decoder
         while self.unread:
             mtype = decoder.next_message()
@@ -519,20 +518,25 @@ class Session:
         """Encode the implicit BEGIN when PEP 249 semantics call for one."""
         if self.autocommit or self.in_transaction or info.kind in (_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK):
             return False
+        if self.begun_ahead and not self.unread:
+            # The BEGIN sent ahead took (its answer is in): the server's
+            # transaction is open already.
+            self._join_begun_ahead()
+            return False
+        # If a BEGIN sent ahead has no answer yet, send BEGIN again rather
+        # than wait: if the one sent ahead took, this one fails harmlessly
+        # ("within a transaction", see _send_with_prologue).
         self.implicit_transaction = True
-        if self.begun_ahead:
-            self.begun_ahead = False
-            if not self.unread:
-                # The BEGIN sent ahead took (its answer is in): the server's
-                # transaction is open already.
-                self.in_transaction = True
-                self.transaction_fresh = True
-                return False
-            # Its answer has not arrived: send BEGIN again rather than wait.
-            # If the one sent ahead took, this one fails harmlessly
-            # ("within a transaction", see _send_with_prologue).
+        self.begun_ahead = False
         self.encoder.exec_sql("BEGIN")
         return True
+
+    def _join_begun_ahead(self) -> None:
+        """The next statement runs in the transaction begun ahead (_end_read_only)."""
+        self.implicit_transaction = True
+        self.begun_ahead = False
+        self.in_transaction = True
+        self.transaction_fresh = True
 
     def _send_with_prologue(self, nfin: int, begin: bool) -> Op:
         """Send what is encoded, then read the FINALIZE and BEGIN answers ahead of the statement's."""
@@ -806,19 +810,21 @@ class Session:
 
         When ``sql`` is a query whose statement is prepared on the current
         connection and nothing has to go before it (no BEGIN to send, no
-        answers owed: the shell takes those that arrived with
-        ``take_arrived`` first, no result streaming, no statement to
-        finalize, no parameter count to check), encode its QUERY and return
-        True: the shell sends it, decodes the ROWS answer up to a first row
-        (or the end) and hands the rows to ``take_query_rows``, or an
-        ``Error`` to ``query_failed`` before raising it: what ``execute``
-        does on this path.  Otherwise encode nothing and return False: the
-        shell runs ``execute``.  ``params`` is a tuple or a list (``as_params``).
+        result streaming, no statement to finalize, no parameter count to
+        check), encode its QUERY and return True: the shell sends it; if
+        answers are owed (``unread``), it takes them with ``take_owed``
+        first; it decodes the ROWS answer up to a first row (or the end)
+        and hands the rows to ``take_query_rows``, or an ``Error`` to
+        ``query_failed`` before raising it: what ``execute`` does on this
+        path.  Otherwise encode nothing and return False: the shell runs
+        ``execute``.  ``params`` is a tuple or a list (``as_params``).
         """
         # A statement is only prepared after execute checked its SQL (a
         # single statement, no RETURNING); its info says QUERY only if it
         # was classified so.  ``closed`` implies ``connected_to is None``.
-        if (self.connected_to is None or self.streaming is not None or self.unread
+        # Answers still owed come from the end of the last transaction
+        # (_end_read_only): the query goes out behind it (see take_owed).
+        if (self.connected_to is None or self.streaming is not None
                 or self.to_finalize or self.transaction_lost is not None):
             return False
         begun_ahead = self.begun_ahead
@@ -837,10 +843,44 @@ class Session:
         except BaseException:
             self.encoder.clear()
             raise
+        # The query is the first statement of the transaction begun ahead,
+        # whose BEGIN may not be answered yet: take_owed checks that it ran.
+        self.query_behind_begin = begun_ahead and self.unread > 0
+        self.query_ran_alone = False
         if begun_ahead:
-            # The BEGIN sent ahead took (its answer is in): this query is the
-            # transaction's first statement, with nothing to encode before it.
-            self._begin_if_needed(prepared.info)
+            self._join_begun_ahead()
+        return True
+
+    def take_owed(self) -> bool | None:
+        """After ``encode_cached_query``'s query went out while answers were
+        owed (``unread``): take those that arrived, ahead of the query's own.
+
+        None: some have not arrived (receive, and call again).  True: the
+        query's answer is next.  False: the BEGIN sent ahead did not run (the
+        end of the last transaction failed), so the query ran outside any
+        transaction; its answer is owed now, to be discarded, and the shell
+        runs ``execute``, which runs the query again in a transaction.
+        """
+        decoder = self.decoder
+        while self.unread:
+            mtype = decoder.next_message()
+            if mtype < 0:
+                return None
+            if mtype == _FAILURE:
+                if self.query_behind_begin:
+                    self.query_behind_begin = False
+                    self.query_ran_alone = True
+                    self.in_transaction = False
+                    self.transaction_fresh = False
+            elif mtype != _RESULT:
+                raise ProtocolError(f"expected the answer to the end of a transaction, got message type {mtype}")
+            decoder.skip()
+            self.unread -= 1
+        self.query_behind_begin = False
+        if self.query_ran_alone:
+            self.query_ran_alone = False
+            self.unread = 1
+            return False
         return True
 
     def take_query_rows(self, cursor: ResultState, rows: list, done: bool) -> None:

@@ -546,8 +546,6 @@ class AsyncCursor(ResultState):
                     and protocol.transport is not None and not protocol.transport.is_closing()):
                 session = connection._session
                 try:
-                    if session.unread:
-                        session.take_arrived()  # the protocol received them already
                     encoded = session.encode_cached_query(sql, parameters)
                 except Error as exc:
                     self._clear_result()
@@ -561,22 +559,30 @@ class AsyncCursor(ResultState):
                     try:
                         protocol.write(session.encoder.take())  # a pending write_soon goes with it
                         decoder = session.decoder
-                        while decoder.next_message() < 0:
+                        # Answers owed by the end of the last transaction come
+                        # first (and if its BEGIN failed, the query runs again below).
+                        owed = session.take_owed() if session.unread else True
+                        while owed is None:
                             await protocol.wait_for_input()
-                        rows: list = []
-                        done = decoder.read_rows(rows)
-                        while not done and not rows:
+                            owed = session.take_owed()
+                        if owed:
                             while decoder.next_message() < 0:
                                 await protocol.wait_for_input()
+                            rows: list = []
                             done = decoder.read_rows(rows)
-                        session.take_query_rows(self, rows, done)
+                            while not done and not rows:
+                                while decoder.next_message() < 0:
+                                    await protocol.wait_for_input()
+                                done = decoder.read_rows(rows)
+                            session.take_query_rows(self, rows, done)
                     except BaseException as exc:
                         self._clear_result()
                         await connection._cached_query_failed(exc)  # raises
                         raise  # pragma: no cover
                     finally:
                         connection._end_operation()
-                    return self
+                    if owed:
+                        return self
         connection = self._check()
         await self._release_result(connection)
         await connection._run(connection._session.execute(self, sql, as_params(parameters)))

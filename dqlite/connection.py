@@ -308,25 +308,33 @@ class Cursor(ResultState):
             if wire is not None and lock.acquire(False):
                 decoder = session.decoder
                 try:
-                    if session.unread:
-                        # Answers owed (the end of the last read-only
-                        # transaction): take in those that arrived.
-                        wire.poll()
-                        session.take_arrived()
                     if session.encode_cached_query(sql, parameters):
                         try:
                             deadline = wire.exchange(session.encoder.take(), session.timeout)
-                            rows: list = []
-                            done = decoder.read_rows(rows)
-                            while not done and not rows:
-                                while decoder.next_message() < 0:
+                            # Answers owed by the end of the last transaction
+                            # come first (and if its BEGIN failed, the query
+                            # runs again below).
+                            owed: bool | None = True
+                            if session.unread:
+                                owed = session.take_owed()
+                                while owed is None:
                                     wire.fill(deadline)
+                                    owed = session.take_owed()
+                                while owed and decoder.next_message() < 0:
+                                    wire.fill(deadline)
+                            if owed:
+                                rows: list = []
                                 done = decoder.read_rows(rows)
+                                while not done and not rows:
+                                    while decoder.next_message() < 0:
+                                        wire.fill(deadline)
+                                    done = decoder.read_rows(rows)
                         finally:
                             if wire.shortened:
                                 wire.restore_timeout()
-                        session.take_query_rows(self, rows, done)
-                        return self
+                        if owed:
+                            session.take_query_rows(self, rows, done)
+                            return self
                 except Error as exc:
                     self._clear_result()
                     connection._drive(session.query_failed(exc))

@@ -52,6 +52,49 @@ def test_queries_also_open_the_transaction(setup):
     assert count(conn) == 1
 
 
+def _run_op(conn, op):
+    """Run a session operation on either API's connection (white box)."""
+    if hasattr(conn, "aio"):
+        return conn._run(conn.aio._run(op))
+    return conn._run(op)
+
+
+def test_a_query_after_a_read_only_transaction_reads_in_the_next_one(setup):
+    # The end of a read-only transaction is sent without waiting, with the
+    # next BEGIN; the next (prepared) query goes out behind it.
+    conn, observer = setup
+    for _ in range(2):
+        assert count(conn) == 0
+        conn.rollback()
+    assert count(conn) == 0 and conn.in_transaction
+    observer.execute("INSERT INTO t VALUES (7)")
+    assert count(conn) == 0  # the query took the transaction's snapshot
+    conn.commit()
+    assert count(conn) == 1
+
+
+def test_a_query_sent_behind_a_failed_begin_runs_again_in_a_transaction(setup):
+    conn, observer = setup
+    assert count(conn) == 0  # prepares the query; opens a transaction
+    session = conn.aio._session if hasattr(conn, "aio") else conn._session
+
+    def rollback_behind_the_drivers_back():
+        session.encoder.exec_sql("ROLLBACK")
+        yield session.encoder.take()
+        yield from session._read(session.decoder.read_result)
+
+    _run_op(conn, rollback_behind_the_drivers_back())
+    # The ROLLBACK sent with the next BEGIN fails (no transaction), so that
+    # BEGIN never runs, and the query behind them runs on its own: the
+    # driver must run it again in a transaction of its own.
+    conn.rollback()
+    assert count(conn) == 0 and conn.in_transaction
+    observer.execute("INSERT INTO t VALUES (7)")
+    assert count(conn) == 0
+    conn.commit()
+    assert count(conn) == 1
+
+
 def test_autocommit_commits_each_statement(connect, setup):
     _, observer = setup
     auto = connect(autocommit=True)
