@@ -55,3 +55,16 @@ def test_plain_client_cannot_talk_to_the_tls_port(tls_node, api_connect):
     address, _, _ = tls_node
     with pytest.raises(dqlite.OperationalError):
         api_connect(address, "db", timeout=1)
+
+
+def test_close_from_another_thread_ends_the_running_operation_over_tls(tls_node):
+    from test_threads import run_in_thread
+
+    address, context, _ = tls_node
+    conn = dqlite.connect(address, "db", ssl=context, autocommit=True)
+    thread, outcome = run_in_thread(conn)
+    conn.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), dqlite.ConnectionLostError), outcome
+    assert conn._wire is None  # closed by its own thread, not connected again
