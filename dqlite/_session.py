@@ -439,6 +439,11 @@ class Session:
         receive finds the new request's answers rather than these.
         """
         yield POLL
+        self.take_arrived()
+
+    def take_arrived(self) -> None:
+        """The decoding half of ``_take_arrived_unread``, for a shell that
+        received (or polled) itself."""
         decoder = self.decoder
         while self.unread:
             mtype = decoder.next_message()

@@ -308,6 +308,13 @@ class Cursor(ResultState):
             if wire is not None and lock.acquire(False):
                 decoder = session.decoder
                 try:
+                    if session.unread:
+                        # Answers owed (the end of the last read-only
+                        # transaction): take in those that arrived, without
+                        # giving up the GIL, so that one blocking receive
+                        # gets the query's answer.
+                        wire.poll()
+                        session.take_arrived()
                     if session.encode_cached_query(sql, parameters):
                         try:
                             deadline = wire.exchange(session.encoder.take(), session.timeout)
