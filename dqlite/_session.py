@@ -339,7 +339,8 @@ class Session:
         self.transaction_fresh = False
         self.unread = 0                  # answers owed by the server and not read yet
         # The hot path's query went out before the answer to the BEGIN sent
-        # ahead, and that BEGIN failed (see take_owed).
+        # ahead; that answer was a failure, so the query ran outside any
+        # transaction (see take_owed).
         self.query_behind_begin = False
         self.query_ran_alone = False
         self.transaction_lost: str | None = None
