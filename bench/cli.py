@@ -156,7 +156,7 @@ def plan(
     for wid in workload_ids:
         w = WORKLOADS[wid]
         for driver in w.apis:
-            if driver == "wire":
+            if driver in ("wire", "wire.aio"):
                 contestants.append(Contestant(wid, "dqlite", driver, "floor", sys.executable))
                 continue
             contestants.append(Contestant(wid, "dqlite", driver, "ours", sys.executable))

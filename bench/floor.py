@@ -14,6 +14,7 @@ of a query for the codec micro-benchmarks.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 import struct
 import sys
@@ -185,6 +186,69 @@ class RawConnection:
                 raise WireError(f"QUERY_SQL answered with message type {mtype}")
             if self.buf[body + length - 8 : body + length] == DONE:
                 return bytes(out)
+
+
+class AsyncPointQueries(asyncio.BufferedProtocol):
+    """W1's point queries on a raw socket driven by an asyncio event loop.
+
+    The asyncio floor of W1: the request bytes written through the loop's
+    transport and the answer awaited as a future, framing only.  What any
+    asyncio client pays on top of ``RawConnection.point_query``: the event
+    loop's wake-ups and its callbacks.
+    """
+
+    def __init__(self, stmt_id: int) -> None:
+        self.stmt_id = stmt_id
+        self.buf = bytearray(1 << 16)
+        self.end = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    @classmethod
+    async def open(cls, raw: RawConnection, stmt_id: int) -> AsyncPointQueries:
+        """Take over ``raw``'s socket (handshaken, database open, statement prepared)."""
+        raw.sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_connection(lambda: cls(stmt_id), sock=raw.sock)
+        return protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self.buf)[self.end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.end += nbytes
+        if self.end < 8:
+            return
+        words, mtype, _, _ = _HEADER.unpack_from(self.buf, 0)
+        if self.end < 8 + words * 8:
+            return
+        if self.end > 8 + words * 8 or 8 + words * 8 > len(self.buf):
+            raise WireError("unexpected bytes after a point query's answer")
+        self.end = 0
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            if mtype == RESP_ROWS:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(WireError(f"QUERY answered with message type {mtype}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(WireError(f"the connection was lost: {exc}"))
+
+    async def point_query(self, value: int) -> None:
+        """What ``RawConnection.point_query`` does, awaited."""
+        self.waiter = waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(_QUERY_ONE_INT.pack(3, REQ_QUERY, 0, 0, 0, self.stmt_id, 1, 1, value))  # type: ignore[union-attr]
+        await waiter
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 def find_leader(addresses: list[str], timeout: float = 5.0) -> str:

@@ -6,7 +6,8 @@ Driver kinds (``api``):
 * ``aio``: an asyncio connection (``Client.aconnect``);
 * ``sa``: a SQLAlchemy engine (``create_engine``), Core or ORM;
 * ``sa.aio``: a SQLAlchemy ``create_async_engine``;
-* ``wire``: the raw socket of ``bench.floor`` (W8 only).
+* ``wire``: the raw socket of ``bench.floor`` (W1 and W8: the floors);
+* ``wire.aio``: that socket driven by an asyncio event loop (W1's asyncio floor).
 
 Each function connects and warms up outside the measured part, then measures
 exactly the work the workload names inside ``measure()`` (wall time and the
@@ -70,7 +71,7 @@ class Workload:
 WORKLOADS: dict[str, Workload] = {
     w.id: w
     for w in (
-        Workload("W1", "point", "q/s", ("dbapi", "aio", "wire"), "dbapi"),
+        Workload("W1", "point", "q/s", ("dbapi", "aio", "wire", "wire.aio"), "dbapi"),
         Workload("W2", "fetch", "s", ("dbapi", "aio"), "dbapi"),
         Workload("W3", "insert", "rows/s", ("dbapi", "aio"), "dbapi"),
         Workload("W4", "core", "s", ("sa",), "sa"),
@@ -571,6 +572,23 @@ def w1_wire(client: Client, p: Params) -> Measurement:
     return m
 
 
+async def w1_wire_aio(client: Client, p: Params) -> Measurement:
+    """``w1_wire`` through an asyncio event loop: what W1's asyncio CPU is held against."""
+    from bench import floor
+
+    raw = floor.connect_leader(client.addresses, client.database)
+    conn = await floor.AsyncPointQueries.open(raw, raw.prepare(POINT_SQL))
+    for i in p.ids(200, seed=1):
+        await conn.point_query(i)
+    ids = p.ids(W1_QUERIES, seed=2)
+    with measure() as m:
+        for i in ids:
+            await conn.point_query(i)
+    conn.close()
+    m.count = len(ids)
+    return m
+
+
 def w8_wire(client: Client, p: Params) -> Measurement:
     """The W2 query on a raw socket, every byte read, framing only (``bench.floor``)."""
     from bench import floor
@@ -590,6 +608,7 @@ IMPLEMENTATIONS: dict[tuple[str, str], Callable[[Client, Params], Any]] = {
     ("W1", "dbapi"): w1_dbapi,
     ("W1", "aio"): w1_aio,
     ("W1", "wire"): w1_wire,
+    ("W1", "wire.aio"): w1_wire_aio,
     ("W2", "dbapi"): w2_dbapi,
     ("W2", "aio"): w2_aio,
     ("W3", "dbapi"): w3_dbapi,
