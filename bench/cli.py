@@ -123,6 +123,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.go = None
     elif not os.access(args.go, os.X_OK):
         parser.error(f"--go {args.go}: not an executable")
+    else:
+        args.go = os.path.abspath(args.go)
+    if args.compare:
+        # Workers run in other directories: a path relative to here, or a
+        # name found on PATH, becomes absolute.
+        found = shutil.which(args.compare)
+        if found is None:
+            parser.error(f"--compare {args.compare}: not an executable")
+        args.compare = os.path.abspath(found)
     return args
 
 
@@ -201,8 +210,7 @@ def run_worker(c: Contestant, round_: int, setup: Setup) -> dict[str, Any]:
     """One worker process; its JSON record, tagged with the contestant."""
     env = dict(os.environ)
     if c.role == "other":
-        # Only the bench package, so the other interpreter measures its own client.
-        env["PYTHONPATH"], cwd = setup.shim_dir, setup.shim_dir
+        env["PYTHONPATH"], cwd = _other_pythonpath(setup), setup.shim_dir
     else:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         cwd = str(REPO)
@@ -232,13 +240,20 @@ def run_worker(c: Contestant, round_: int, setup: Setup) -> dict[str, Any]:
     return {**record, **tag}
 
 
+def _other_pythonpath(setup: Setup) -> str:
+    """The --compare interpreter's PYTHONPATH: the bench package alone (not
+    this repository, so it measures its own client), then the caller's
+    PYTHONPATH (where an adapter module for ``module:NAME`` may live)."""
+    return os.pathsep.join(p for p in (setup.shim_dir, os.environ.get("PYTHONPATH")) if p)
+
+
 def probe_other(python: str, client: str, setup: Setup) -> tuple[str, str]:
     """(name, version) of the client the --compare interpreter will measure."""
     code = (
         "import sys; from bench.clients import resolve; "
         "c = resolve(sys.argv[1], sys.argv[2].split(','), sys.argv[3]); print(c.name); print(c.version())"
     )
-    env = {**os.environ, "PYTHONPATH": setup.shim_dir}
+    env = {**os.environ, "PYTHONPATH": _other_pythonpath(setup)}
     proc = subprocess.run([python, "-c", code, client, ",".join(setup.addresses), setup.database],
                           cwd=setup.shim_dir, env=env, capture_output=True, text=True, timeout=60)
     lines = proc.stdout.split("\n")

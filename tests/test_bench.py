@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -44,3 +45,26 @@ def test_every_workload_runs_and_is_reported(dqlite_cluster, tmp_path):
     assert against_go == ({("W1", "dqlite DB-API"), ("W1", "dqlite asyncio"), ("W3", "dqlite DB-API"),
                            ("W3", "dqlite asyncio")} if go else set())
     assert "W1 point" in proc.stdout and "target" in proc.stdout
+
+
+def test_compare_runs_another_client_through_an_adapter_module(dqlite_cluster, tmp_path):
+    # The other client here is an adapter around this driver: what is checked
+    # is the plumbing (a relative interpreter path, an adapter module found on
+    # the caller's PYTHONPATH, rows of role "other" next to ours).
+    (tmp_path / "adapted_client.py").write_text(
+        "import dqlite\n"
+        "__version__ = 'adapter 1'\n"
+        "def connect(addresses, database):\n"
+        "    return dqlite.connect(addresses, database)\n")
+    out = tmp_path / "bench.json"
+    python = os.path.relpath(sys.executable)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--url", ",".join(dqlite_cluster.addresses), "--database", "bench_smoke",
+         "--workloads", "W1", "--rounds", "1", "--rows", "500", "--json", str(out), "--no-progress", "--go", "none",
+         "--compare", python, "--compare-client", "module:adapted_client"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {(row["role"], row["driver"]): row for row in json.loads(out.read_text())["summary"]}
+    assert rows["other", "dbapi"]["status"] == "ok"
+    assert rows["other", "aio"]["status"] == "skipped"  # the adapter has no aconnect
+    assert "adapted_client DB-API" in proc.stdout and "ours vs" in proc.stdout
