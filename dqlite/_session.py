@@ -28,9 +28,9 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from ssl import SSLContext
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Union
 
 from dqlite import _sql
 from dqlite._protocol import MAX_PARAMS_SCHEMA0, Decoder, Encoder, encode_handshake
@@ -121,17 +121,44 @@ class Prepared:
         self.info = info
 
 
-def as_params(params: Any) -> Sequence[Any]:
-    """Check and normalise one parameter set (qmark style: a sequence)."""
+#: One parameter set: by position, or by name (see ``as_params``).
+Parameters = Union[Sequence[Any], Mapping[str, Any]]
+
+#: Parameter types ``Session.encode_cached_query`` (the query hot path) takes.
+HOT_PARAMS = frozenset({tuple, list, dict})
+
+
+def as_params(params: Any, info: _sql.Statement) -> Sequence[Any]:
+    """Check and normalise one parameter set for the statement ``info``.
+
+    A sequence binds by position (the qmark paramstyle); a mapping binds
+    named parameters (``:name``, ``@name``, ``$name``) by name, as sqlite3
+    does.
+    """
     if type(params) is tuple or type(params) is list:
         return params
     if params is None:
         return ()
-    if isinstance(params, (str, bytes, bytearray, dict)) or not isinstance(params, Sequence):
+    if isinstance(params, Mapping):
+        return _bind_names(params, info.names)
+    if isinstance(params, (str, bytes, bytearray)) or not isinstance(params, Sequence):
         raise ProgrammingError(
-            f"parameters must be a sequence (tuple or list) for the qmark paramstyle, "
+            f"parameters must be a sequence (tuple or list), or a mapping for named parameters, "
             f"not {type(params).__name__}")
     return tuple(params)
+
+
+def _bind_names(params: Mapping[str, Any], names: tuple[str | None, ...]) -> tuple:
+    values = []
+    for index, name in enumerate(names, 1):
+        if name is None:
+            raise ProgrammingError(
+                f"parameter {index} has no name (? or ?NNN), but the parameters are a mapping")
+        try:
+            values.append(params[name])
+        except KeyError:
+            raise ProgrammingError(f"no value for the named parameter {name!r}") from None
+    return tuple(values)
 
 
 _last_description: tuple = (None, None, None)
@@ -811,7 +838,7 @@ class Session:
         except Error:
             self.params32 = False
 
-    def encode_cached_query(self, sql: str, params: Sequence[Any]) -> bool:
+    def encode_cached_query(self, sql: str, params: Any) -> bool:
         """The hot path of ``execute``, for a shell that does the I/O itself.
 
         When ``sql`` is a query whose statement is prepared on the current
@@ -823,7 +850,7 @@ class Session:
         and hands the rows to ``take_query_rows``, or an ``Error`` to
         ``query_failed`` before raising it: what ``execute`` does on this
         path.  Otherwise encode nothing and return False: the shell runs
-        ``execute``.  ``params`` is a tuple or a list (``as_params``).
+        ``execute``.  ``params`` is a tuple, a list or a dict (``as_params``).
         """
         # A statement is only prepared after execute checked its SQL (a
         # single statement, no RETURNING); its info says QUERY only if it
@@ -840,7 +867,11 @@ class Session:
         elif not (self.in_transaction or self.autocommit):
             return False  # a BEGIN goes first
         prepared = self.statements.get(sql)
-        if (prepared is None or prepared.info.kind != _sql.QUERY or len(params) != prepared.nparams
+        if prepared is None:
+            return False
+        if type(params) is dict:
+            params = _bind_names(params, prepared.info.names)
+        if (prepared.info.kind != _sql.QUERY or len(params) != prepared.nparams
                 or prepared.nparams > MAX_PARAMS_SCHEMA0):
             return False
         self.statements.move_to_end(sql)
@@ -913,10 +944,11 @@ class Session:
         finally:
             self.transaction_fresh = False
 
-    def execute(self, cursor: ResultState, sql: str, params: Sequence[Any]) -> Op:
-        """Run one statement; its result lands in ``cursor``."""
+    def execute(self, cursor: ResultState, sql: str, params: Any) -> Op:
+        """Run one statement with one parameter set (see ``as_params``); its result lands in ``cursor``."""
         self.check_usable()
         info = self.classify(sql)
+        params = as_params(params, info)
         if info.has_tail:
             raise ProgrammingError("You can only execute one statement at a time.")
         if info.kind == _sql.EMPTY:
@@ -1152,7 +1184,7 @@ class Session:
                 if not answered:
                     replay.append(params)
                 try:
-                    params = as_params(params)
+                    params = as_params(params, info)
                     if len(params) == prepared.nparams and len(params) <= MAX_PARAMS_SCHEMA0:
                         enc.exec(stmt_id, params, False)
                     else:

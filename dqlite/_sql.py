@@ -10,6 +10,7 @@ the result with the prepared statement).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ _TOKEN = re.compile(
     | (?P<string>'(?:[^']|'')*(?:'|\Z))
     | (?P<quoted>"(?:[^"]|"")*(?:"|\Z)|`(?:[^`]|``)*(?:`|\Z)|\[[^\]]*(?:\]|\Z))
     | (?P<word>[A-Za-z_][A-Za-z_0-9$]*)
+    | (?P<param>\?[0-9]*|[:@$](?:[A-Za-z0-9_$]|[^\x00-\x7f])+)
     | (?P<semi>;)
     | (?P<open>\()
     | (?P<close>\))
@@ -56,6 +58,10 @@ class Statement:
     is_insert: bool = False
     #: BEGIN IMMEDIATE / EXCLUSIVE: takes the write lock before any write.
     takes_write_lock: bool = False
+    #: The parameters by index (SQLite numbers them from 1): the name of a
+    #: named one (``:id``, ``@id`` and ``$id`` are all ``"id"``), None for
+    #: ``?`` and ``?NNN``.
+    names: tuple[str | None, ...] = ()
 
     @property
     def returns_rows(self) -> bool:
@@ -109,6 +115,37 @@ def classify(sql: str) -> Statement:
     end = _first_statement_end(tokens)
     has_tail = any(t[0] != "semi" for t in tokens[end + 1:])
     first = tokens[:end]
+    names = _parameter_names(first)
+    if names:
+        return dataclasses.replace(_classify(first, has_tail), names=names)
+    return _classify(first, has_tail)
+
+
+def _parameter_names(tokens: list) -> tuple[str | None, ...]:
+    """The parameters of a statement by index, numbered as SQLite numbers them.
+
+    ``?`` takes the next index, ``?NNN`` index NNN; a named parameter the
+    next index at its first use, the same index when used again.
+    """
+    slots: dict[int, str | None] = {}
+    seen: dict[str, int] = {}
+    last = 0
+    for kind, text, _, _, _ in tokens:
+        if kind != "param":
+            continue
+        if text[0] == "?":
+            index = int(text[1:]) if len(text) > 1 else last + 1
+            slots.setdefault(index, None)
+        elif text in seen:
+            continue
+        else:
+            index = seen[text] = last + 1
+            slots[index] = text[1:]
+        last = max(last, index)
+    return tuple(slots.get(i) for i in range(1, last + 1))
+
+
+def _classify(first: list, has_tail: bool) -> Statement:
     if not first:
         return Statement(EMPTY, has_tail)
     head = first[0][1] if first[0][0] == "word" else ""

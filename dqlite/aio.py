@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 
 from dqlite._protocol import Decoder
 from dqlite._session import (
-    CLOSE, CONNECTED, POLL, Connect, ConnectionBase, Op, ResultState, SendSoon, Session, Sleep, as_params,
+    CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, Op, ResultState, Parameters, SendSoon, Session, Sleep,
 )
 from dqlite._wire import QUICKACK, parse_address
 from dqlite.exceptions import (
@@ -419,11 +419,11 @@ class AsyncConnection(ConnectionBase):
         self._session.check_open()
         return AsyncCursor(self)
 
-    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> AsyncCursor:
+    async def execute(self, sql: str, parameters: Parameters = ()) -> AsyncCursor:
         """Shortcut: a new cursor's ``execute``."""
         return await self.cursor().execute(sql, parameters)
 
-    async def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]]) -> AsyncCursor:
+    async def executemany(self, sql: str, seq_of_parameters: Iterable[Parameters]) -> AsyncCursor:
         """Shortcut: a new cursor's ``executemany``."""
         return await self.cursor().executemany(sql, seq_of_parameters)
 
@@ -528,10 +528,14 @@ class AsyncCursor(ResultState):
             await connection._run(connection._session.abandon_stream(self))
         self._clear_result()
 
-    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> AsyncCursor:
-        """Run one statement with qmark (``?``) parameters; returns the cursor."""
+    async def execute(self, sql: str, parameters: Parameters = ()) -> AsyncCursor:
+        """Run one statement; returns the cursor.
+
+        ``parameters``: a sequence for ``?`` placeholders (bound by position), or a
+        mapping for named ones (``:name``, ``@name``, ``$name``), as in sqlite3.
+        """
         connection = self._connection
-        if connection is not None and (type(parameters) is tuple or type(parameters) is list):
+        if connection is not None and type(parameters) in HOT_PARAMS:
             # The hot path: a prepared query with nothing to send before it
             # (Session.encode_cached_query) on an open socket, nothing else
             # running (else _run refuses, or reports a cancelled COMMIT).  What
@@ -585,10 +589,10 @@ class AsyncCursor(ResultState):
                         return self
         connection = self._check()
         await self._release_result(connection)
-        await connection._run(connection._session.execute(self, sql, as_params(parameters)))
+        await connection._run(connection._session.execute(self, sql, parameters))
         return self
 
-    async def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]]) -> AsyncCursor:
+    async def executemany(self, sql: str, seq_of_parameters: Iterable[Parameters]) -> AsyncCursor:
         """Run one statement for each parameter set, all or nothing (pipelined)."""
         connection = self._check()
         await self._release_result(connection)

@@ -15,7 +15,7 @@ from ssl import SSLContext
 from typing import Any
 
 from dqlite._session import (
-    CLOSE, CONNECTED, POLL, Connect, ConnectionBase, Op, ResultState, SendSoon, Session, Sleep, as_params,
+    CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, Op, ResultState, Parameters, SendSoon, Session, Sleep,
 )
 from dqlite._wire import Wire
 from dqlite.exceptions import (
@@ -193,11 +193,11 @@ class Connection(ConnectionBase):
         self._session.check_open()
         return Cursor(self)
 
-    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
+    def execute(self, sql: str, parameters: Parameters = ()) -> Cursor:
         """Shortcut: a new cursor's ``execute``."""
         return self.cursor().execute(sql, parameters)
 
-    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]]) -> Cursor:
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Parameters]) -> Cursor:
         """Shortcut: a new cursor's ``executemany``."""
         return self.cursor().executemany(sql, seq_of_parameters)
 
@@ -295,10 +295,14 @@ class Cursor(ResultState):
             connection._run(connection._session.abandon_stream(self))
         self._clear_result()
 
-    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
-        """Run one statement with qmark (``?``) parameters; returns the cursor."""
+    def execute(self, sql: str, parameters: Parameters = ()) -> Cursor:
+        """Run one statement; returns the cursor.
+
+        ``parameters``: a sequence for ``?`` placeholders (bound by position), or a
+        mapping for named ones (``:name``, ``@name``, ``$name``), as in sqlite3.
+        """
         connection = self._connection
-        if connection is not None and (type(parameters) is tuple or type(parameters) is list):
+        if connection is not None and type(parameters) in HOT_PARAMS:
             # The hot path: a prepared query with nothing to send before it
             # (Session.encode_cached_query).  What ``_run(session.execute(...))``
             # does for it, without a generator to create and resume.
@@ -353,10 +357,10 @@ class Cursor(ResultState):
                     connection._release()
         connection = self._check()
         self._release_result(connection)
-        connection._run(connection._session.execute(self, sql, as_params(parameters)))
+        connection._run(connection._session.execute(self, sql, parameters))
         return self
 
-    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]]) -> Cursor:
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Parameters]) -> Cursor:
         """Run one statement for each parameter set, all or nothing.
 
         The statement is prepared once and the executions are pipelined inside

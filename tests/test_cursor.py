@@ -149,10 +149,32 @@ def test_wrong_parameter_count_is_refused_before_executing(table):
     assert table.execute("SELECT count(*) FROM t").fetchone() == (1000,)
 
 
-def test_parameters_must_be_a_sequence(table):
-    for bad in ("ab", {"a": 1}, 5):
+def test_parameters_must_be_a_sequence_or_a_mapping(table):
+    for bad in ("ab", 5):
         with pytest.raises(dqlite.ProgrammingError, match="sequence"):
             table.execute("SELECT ?", bad)
+
+
+def test_named_parameters_bind_by_name(table):
+    cur = table.cursor()
+    sql = "SELECT id, s, :tag, @tag || $other FROM t WHERE id = :id OR id = :id + 500 ORDER BY id"
+    for _ in range(2):  # the second run takes the prepared statement's fast path
+        cur.execute(sql, {"other": "!", "id": 7, "tag": "x"})
+        assert cur.fetchall() == [(7, "row-000007", "x", "x!"), (507, "row-000507", "x", "x!")]
+    table.executemany("UPDATE t SET s = :s WHERE id = :id", [{"id": 1, "s": "one"}, {"s": "two", "id": 2}])
+    assert table.execute("SELECT s FROM t WHERE id IN (1, 2) ORDER BY id").fetchall() == [("one",), ("two",)]
+    # A sequence binds named parameters by position, as in sqlite3.
+    assert table.execute("SELECT :a, :b", (1, 2)).fetchall() == [(1, 2)]
+
+
+def test_named_parameters_missing_or_unnamed_are_refused(table):
+    with pytest.raises(dqlite.ProgrammingError, match="no value for the named parameter 'id'"):
+        table.execute("SELECT s FROM t WHERE id = :id", {"ID": 1})
+    with pytest.raises(dqlite.ProgrammingError, match="parameter 1 has no name"):
+        table.execute("SELECT ?", {"a": 1})
+    with pytest.raises(dqlite.ProgrammingError, match="no value for the named parameter 'x'"):
+        table.executemany("UPDATE t SET s = :x WHERE id = :id", [{"id": 1, "x": "a"}, {"id": 2}])
+    assert table.execute("SELECT s FROM t WHERE id = 1").fetchone() == ("row-000001",)  # all or nothing
 
 
 def test_several_statements_in_execute_are_refused(table):
