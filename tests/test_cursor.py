@@ -163,6 +163,8 @@ def test_named_parameters_bind_by_name(table):
         assert cur.fetchall() == [(7, "row-000007", "x", "x!"), (507, "row-000507", "x", "x!")]
     table.executemany("UPDATE t SET s = :s WHERE id = :id", [{"id": 1, "s": "one"}, {"s": "two", "id": 2}])
     assert table.execute("SELECT s FROM t WHERE id IN (1, 2) ORDER BY id").fetchall() == [("one",), ("two",)]
+    # A parameter named like a keyword is a parameter (not RETURNING, refused).
+    assert table.execute("UPDATE t SET s = :returning WHERE id = 3", {"returning": "r"}).rowcount == 1
     # A sequence binds named parameters by position, as in sqlite3.
     assert table.execute("SELECT :a, :b", (1, 2)).fetchall() == [(1, 2)]
 
