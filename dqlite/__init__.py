@@ -30,6 +30,7 @@ from dqlite.exceptions import (
     TransactionLostError,
     Warning,
 )
+from dqlite.rows import Row
 from dqlite.types import (
     BINARY,
     DATETIME,
@@ -58,5 +59,5 @@ __all__ = [
     "OperationalError", "ConnectionLostError", "TransactionLostError", "CommitOutcomeUnknownError",
     "IntegrityError", "InternalError", "ProgrammingError", "NotSupportedError",
     "Date", "Time", "Timestamp", "DateFromTicks", "TimeFromTicks", "TimestampFromTicks",
-    "Binary", "STRING", "BINARY", "NUMBER", "DATETIME", "ROWID",
+    "Binary", "STRING", "BINARY", "NUMBER", "DATETIME", "ROWID", "Row",
 ]

@@ -28,7 +28,7 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from ssl import SSLContext
 from typing import Any, NamedTuple, Union
 
@@ -197,6 +197,12 @@ class ConnectionBase:
     ProgrammingError = ProgrammingError
     NotSupportedError = NotSupportedError
 
+    #: Called as ``row_factory(cursor, row)`` for each row fetched (``row``
+    #: a tuple), as in sqlite3: ``dqlite.Row`` reads columns by name.  None
+    #: (the default): rows are tuples.  A cursor takes the value its
+    #: connection has when the cursor is made, and has its own attribute.
+    row_factory: Callable[[Any, tuple], Any] | None = None
+
     def __repr__(self) -> str:
         return f"<{type(self).__module__}.{type(self).__qualname__} {self._session.describe_state()}>"
 
@@ -227,6 +233,8 @@ class ResultState:
     def __init__(self, connection: Any) -> None:
         self._connection = connection  # None once closed
         self._owner = connection
+        #: See ``ConnectionBase.row_factory``.
+        self.row_factory: Callable[[Any, tuple], Any] | None = connection.row_factory
         self._init_result()
 
     @property
@@ -300,6 +308,9 @@ class ResultState:
 
     def _set_rows(self, decoder: Decoder, rows: list, done: bool) -> None:
         self._description = _description(decoder.columns or [], decoder.first_row_types)
+        factory = self.row_factory
+        if factory is not None:
+            rows = [factory(self, row) for row in rows]
         self._rows = rows
         self._pos = 0
         self._done = done
@@ -1379,7 +1390,11 @@ class Session:
         try:
             if self.streaming is not cursor or self.connected_to is None:
                 raise ConnectionLostError("connection lost while reading a result")
+            start = len(out)
             done = yield from self._read_rows(out)
+            factory = cursor.row_factory
+            if factory is not None:
+                out[start:] = [factory(cursor, row) for row in out[start:]]
         except Error as exc:
             self.streaming = None
             if self.is_connection_failure(exc):

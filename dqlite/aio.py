@@ -610,7 +610,7 @@ class AsyncCursor(ResultState):
             self._done = await connection._run(session.read_batch(self, rows))
         return bool(rows)
 
-    async def fetchone(self) -> tuple | None:
+    async def fetchone(self) -> Any:
         """The next row, or None at the end."""
         pos = self._pos
         if pos < len(self._rows):
@@ -622,7 +622,7 @@ class AsyncCursor(ResultState):
             return self._rows[0]
         return None
 
-    async def fetchmany(self, size: int | None = None) -> list[tuple]:
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
         """Up to ``size`` (default ``arraysize``) more rows."""
         if size is None:
             size = self.arraysize
@@ -632,7 +632,7 @@ class AsyncCursor(ResultState):
             out += self._take(size - len(out))
         return out
 
-    async def fetchall(self) -> list[tuple]:
+    async def fetchall(self) -> list[Any]:
         """Every remaining row."""
         connection = self._connection
         if self._description is None or connection is None or connection._session.closed:
@@ -646,10 +646,10 @@ class AsyncCursor(ResultState):
                 self._done = await connection._run(session.read_batch(self, out))
         return out
 
-    def __aiter__(self) -> AsyncIterator[tuple]:
+    def __aiter__(self) -> AsyncIterator[Any]:
         return self
 
-    async def __anext__(self) -> tuple:
+    async def __anext__(self) -> Any:
         row = await self.fetchone()
         if row is None:
             raise StopAsyncIteration

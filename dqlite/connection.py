@@ -389,7 +389,7 @@ class Cursor(ResultState):
             self._check()
             raise ProgrammingError("no result to fetch from: execute a query first")
 
-    def fetchone(self) -> tuple | None:
+    def fetchone(self) -> Any:
         """The next row, or None at the end."""
         pos = self._pos
         if pos < len(self._rows):
@@ -401,7 +401,7 @@ class Cursor(ResultState):
             return self._rows[0]
         return None
 
-    def fetchmany(self, size: int | None = None) -> list[tuple]:
+    def fetchmany(self, size: int | None = None) -> list[Any]:
         """Up to ``size`` (default ``arraysize``) more rows."""
         if size is None:
             size = self.arraysize
@@ -411,7 +411,7 @@ class Cursor(ResultState):
             out += self._take(size - len(out))
         return out
 
-    def fetchall(self) -> list[tuple]:
+    def fetchall(self) -> list[Any]:
         """Every remaining row."""
         if self._description is None or self._connection is None:
             self._check_result()  # raises
@@ -425,10 +425,10 @@ class Cursor(ResultState):
                 self._done = run(session.read_batch(self, out))
         return out
 
-    def __iter__(self) -> Iterator[tuple]:
+    def __iter__(self) -> Iterator[Any]:
         return self
 
-    def __next__(self) -> tuple:
+    def __next__(self) -> Any:
         row = self.fetchone()
         if row is None:
             raise StopIteration

@@ -41,6 +41,14 @@ class AioCursor:
         self._cursor.arraysize = value
 
     @property
+    def row_factory(self) -> Any:
+        return self._cursor.row_factory
+
+    @row_factory.setter
+    def row_factory(self, value: Any) -> None:
+        self._cursor.row_factory = value
+
+    @property
     def connection(self) -> AioConnection:
         return self._connection
 
@@ -94,6 +102,14 @@ class AioConnection:
 
     def __repr__(self) -> str:
         return repr(self.aio)
+
+    @property
+    def row_factory(self) -> Any:
+        return self.aio.row_factory
+
+    @row_factory.setter
+    def row_factory(self, value: Any) -> None:
+        self.aio.row_factory = value
 
     @property
     def autocommit(self) -> bool:

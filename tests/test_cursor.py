@@ -248,3 +248,24 @@ def test_a_query_run_again_behaves_as_its_first_run(table):
             cur.execute("SELECT abs(?)", (-(2**63),))
         assert raised.value.code == 1 and cur.description is None
     assert cur.execute("SELECT count(*) FROM t").fetchall() == [(1000,)]
+
+
+def test_row_factory_makes_every_fetched_row(connect):
+    conn = connect(autocommit=True)
+    conn.row_factory = dqlite.Row
+    sql = "WITH RECURSIVE k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < ?) SELECT x, x * 2 AS Double FROM k"
+    for _ in range(2):  # the second run takes the prepared statement's fast path
+        cur = conn.execute(sql, (5000,))  # several batches: the rest arrive as they are fetched
+        first = cur.fetchone()
+        assert isinstance(first, dqlite.Row) and first["x"] == 1 and first["DOUBLE"] == first[1] == 2
+        rest = cur.fetchmany(10) + cur.fetchall()
+        assert len(rest) == 4999 and all(isinstance(row, dqlite.Row) for row in rest)
+        assert rest[-1]["double"] == 10000 and rest[-1].keys() == ["x", "Double"]
+    cur = conn.cursor()
+    cur.row_factory = lambda cursor, row: dict(zip((d[0] for d in cursor.description), row))
+    assert cur.execute("SELECT 1 AS a, 'b' AS b").fetchall() == [{"a": 1, "b": "b"}]
+    assert conn.execute("SELECT 1 AS a").fetchone() == conn.execute("SELECT 1 AS a").fetchone()
+    with pytest.raises(IndexError, match="no column named 'nope'"):
+        conn.execute("SELECT 1 AS a").fetchone()["nope"]
+    conn.row_factory = None
+    assert conn.execute("SELECT 1 AS a").fetchone() == (1,)
