@@ -136,7 +136,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             if not waiter.done():
                 waiter.set_exception(ConnectionLostError(f"lost connection: {self.lost}"))
 
-    async def wait_for_input(self) -> None:
+    def wait_for_input(self) -> asyncio.Future[None]:
+        """A future done when more bytes arrive (awaited as it is: no coroutine per wait)."""
         if self.lost is not None:
             raise ConnectionLostError(f"lost connection: {self.lost}")
         if self.paused:
@@ -148,7 +149,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             self._quickack()
         waiter = self.loop.create_future()  # type: ignore[union-attr]
         self.waiter = waiter
-        await waiter
+        return waiter
 
 
 async def connect(
