@@ -1340,22 +1340,47 @@ class Session:
         ends the read snapshot then) and its answer is read ahead of the
         next request's: a pooled read costs one round trip, not two.
         """
+        data = self._encode_end_read_only(sql)
+        if data is not None:
+            try:
+                yield SendSoon(data)
+            except ConnectionLostError:
+                self.end_not_sent()
+
+    def end_read_only_now(self, sql: str) -> bytes | None:
+        """``commit()``/``rollback()`` (``sql``) for a shell, without a generator.
+
+        When the open transaction only read (nothing streams, nothing was
+        lost), end it as ``_end_read_only`` does and return the request: the
+        shell sends it without waiting for its answer, and calls
+        ``end_not_sent`` if the send fails.  Otherwise change nothing and
+        return None: the shell runs ``commit()``/``rollback()``.
+        """
+        if (not self.in_transaction or self.transaction_wrote or self.streaming is not None
+                or self.transaction_lost is not None or self.connected_to is None):
+            return None
+        return self._encode_end_read_only(sql)
+
+    def _encode_end_read_only(self, sql: str) -> bytes | None:
         self.in_transaction = False
         self.transaction_wrote = False
         if self.connected_to is None:
-            return
+            return None
         # PEP 249 mode: the next transaction will begin by itself, so its
         # BEGIN goes out now, in the same request (EXEC_SQL runs both, and
         # a deferred BEGIN takes no lock and no snapshot).  The next
         # statement then travels alone and gets one answer, not two.
         ahead = not self.autocommit and self.implicit_transaction
         self.encoder.exec_sql(f"{sql}; BEGIN" if ahead else sql)
-        try:
-            yield SendSoon(self.encoder.take())
-        except ConnectionLostError:
-            return  # the server drops the transaction with the connection
         self.unread += 1
         self.begun_ahead = ahead
+        return self.encoder.take()
+
+    def end_not_sent(self) -> None:
+        """The end of a read-only transaction could not be sent: the connection
+        is lost, and the server drops the transaction with it."""
+        self.unread -= 1
+        self.begun_ahead = False
 
     def _end_transaction(self, sql: str) -> Op:
         try:

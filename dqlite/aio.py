@@ -440,11 +440,27 @@ class AsyncConnection(ConnectionBase):
 
     async def commit(self) -> None:
         """Commit the open transaction (see ``dqlite.Connection.commit``)."""
-        await self._run(self._session.commit())
+        if not self._end_read_only_now("COMMIT"):
+            await self._run(self._session.commit())
 
     async def rollback(self) -> None:
         """Roll back the open transaction (see ``dqlite.Connection.rollback``)."""
-        await self._run(self._session.rollback())
+        if not self._end_read_only_now("ROLLBACK"):
+            await self._run(self._session.rollback())
+
+    def _end_read_only_now(self, sql: str) -> bool:
+        """commit()/rollback() of a transaction that only read, without a
+        session generator (Session.end_read_only_now); False: not the case
+        (or another operation runs, or an error waits: ``_run`` tells)."""
+        protocol = self._protocol
+        if (protocol is None or self._busy or self._pending_error is not None
+                or protocol.transport is None or protocol.transport.is_closing()):
+            return False
+        data = self._session.end_read_only_now(sql)
+        if data is None:
+            return False
+        protocol.write_soon(data)
+        return True
 
     async def close(self) -> None:
         """Close the connection; an open transaction is rolled back by the server."""

@@ -228,7 +228,8 @@ class Connection(ConnectionBase):
         leader (nothing of it was committed) and ``CommitOutcomeUnknownError``
         if the connection failed after COMMIT was sent.  Neither is retried.
         """
-        self._run(self._session.commit())
+        if not self._end_read_only_now("COMMIT"):
+            self._run(self._session.commit())
 
     def rollback(self) -> None:
         """Roll back the open transaction; a no-op when none is open.
@@ -236,7 +237,26 @@ class Connection(ConnectionBase):
         Also clears the state a lost transaction leaves behind, so the
         connection can be used again.
         """
-        self._run(self._session.rollback())
+        if not self._end_read_only_now("ROLLBACK"):
+            self._run(self._session.rollback())
+
+    def _end_read_only_now(self, sql: str) -> bool:
+        """commit()/rollback() of a transaction that only read, without a
+        session generator (Session.end_read_only_now); False: not the case."""
+        wire = self._wire
+        if wire is None or not self._lock.acquire(False):
+            return False  # _run reconnects, or refuses a second thread
+        try:
+            data = self._session.end_read_only_now(sql)
+            if data is None:
+                return False
+            try:
+                wire.send(data)
+            except ConnectionLostError:
+                self._session.end_not_sent()
+            return True
+        finally:
+            self._release()
 
     def close(self) -> None:
         """Close the connection; an open transaction is rolled back by the server.
