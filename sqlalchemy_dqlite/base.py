@@ -331,7 +331,8 @@ class DqliteDialect(SQLiteDialect):
         dbapi_connection = getattr(dbapi_connection, "dbapi_connection", dbapi_connection)
         if dbapi_connection.autocommit:
             return
-        mode = self._begin_modes.get(dbapi_connection, self.begin_mode)
+        # (The weak dictionary is only looked into when it holds something.)
+        mode = self._begin_modes.get(dbapi_connection, self.begin_mode) if self._begin_modes else self.begin_mode
         if mode == "DEFERRED":
             # The driver sends BEGIN together with the first statement.
             return
