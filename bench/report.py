@@ -481,7 +481,7 @@ def write_json(path: str, meta: dict[str, Any], records: list[dict[str, Any]], r
 
 def plot(path: str, rows: list[Row], targets: list[TargetResult], title: str) -> None:
     """A horizontal bar chart of every ``vs ref`` ratio, W2 against the W8 floor and
-    W1's CPU per query against the raw socket's.
+    W1's CPU per query against its floor's (the raw socket, through asyncio for asyncio).
 
     A bar is green when every target it depicts holds, red when one misses,
     grey when none applies; a black tick marks a ratio target.
