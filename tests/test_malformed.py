@@ -235,6 +235,19 @@ def test_malformed_answer_to_other_requests(on, then, frame, sql, match):
         assert fake.connections == 2
 
 
+def test_rows_answering_the_end_of_a_transaction_fail_the_query_sent_behind_it():
+    # rollback() of a read-only transaction does not wait for its answer; the
+    # next (prepared) query goes out behind it and reads that answer first.
+    with serve([result_message()], on=(EXEC_SQL,), then=[rows_message(["x"], [[(INTEGER, 5)]])]) as (fake, conn):
+        assert conn.execute(SQL).fetchall() == [(1,)]  # prepared
+        conn.execute("BEGIN")  # the scripted, valid answer
+        assert conn.execute(SQL).fetchall() == [(1,)]
+        conn.rollback()  # answered with ROWS
+        with pytest.raises(dqlite.ProtocolError, match="expected the answer to the end of a transaction"):
+            conn.execute(SQL)
+        assert_recovers(fake, conn)
+
+
 def test_malformed_leader_reply_fails_connect_with_the_reason():
     """A malformed SERVER reply during connect: retried until the timeout, then reported."""
     bad_server = message(R_SERVER, u64(1) + b"127.0.0.")  # address not NUL-terminated
