@@ -377,10 +377,8 @@ class Session:
         self.transaction_fresh = False
         self.unread = 0                  # answers owed by the server and not read yet
         # The hot path's query went out before the answer to the BEGIN sent
-        # ahead; that answer was a failure, so the query ran outside any
-        # transaction (see take_owed).
+        # ahead (see take_owed).
         self.query_behind_begin = False
-        self.query_ran_alone = False
         self.transaction_lost: str | None = None
         self.closed = False
         self.params32: bool | None = None
@@ -480,18 +478,29 @@ class Session:
         yield POLL
         self.take_arrived()
 
-    def take_arrived(self) -> None:
+    def take_arrived(self) -> bool:
         """The decoding half of ``_take_arrived_unread``, for a shell that
-        received (or polled) itself."""
+        received (or polled) itself: skip the owed answers that arrived.
+
+        True when none is owed any more; False when the next message is
+        incomplete, or not such an answer (the usual path reads it).  A
+        failed one means the BEGIN sent with it did not run.
+        """
         decoder = self.decoder
         while self.unread:
             mtype = decoder.next_message()
             if mtype != _RESULT and mtype != _FAILURE:
-                return  # not arrived yet (or unexpected: the usual path reads it)
+                return False
             if mtype == _FAILURE:
                 self.begun_ahead = False
+                if self.query_behind_begin:
+                    # The hot path's query went out behind that BEGIN, and
+                    # already joined its transaction: it ran alone.
+                    self.in_transaction = False
+                    self.transaction_fresh = False
             decoder.skip()
             self.unread -= 1
+        return True
 
     def _settle_ahead(self, info: _sql.Statement | None) -> Op:
         """Before sending a statement: take in the answers that arrived, and
@@ -638,6 +647,7 @@ class Session:
         self.unread = 0
         self.transaction_wrote = False
         self.begun_ahead = False
+        self.query_behind_begin = False
         if self.transaction_fresh:
             # Nothing of the transaction begun ahead had run: no transaction lost.
             self.in_transaction = False
@@ -894,7 +904,6 @@ class Session:
         # The query is the first statement of the transaction begun ahead,
         # whose BEGIN may not be answered yet: take_owed checks that it ran.
         self.query_behind_begin = begun_ahead and self.unread > 0
-        self.query_ran_alone = False
         if begun_ahead:
             self._join_begun_ahead()
         return True
@@ -909,24 +918,14 @@ class Session:
         transaction; its answer is owed now, to be discarded, and the shell
         runs ``execute``, which runs the query again in a transaction.
         """
-        decoder = self.decoder
-        while self.unread:
-            mtype = decoder.next_message()
+        if not self.take_arrived():
+            mtype = self.decoder.next_message()
             if mtype < 0:
                 return None
-            if mtype == _FAILURE:
-                if self.query_behind_begin:
-                    self.query_behind_begin = False
-                    self.query_ran_alone = True
-                    self.in_transaction = False
-                    self.transaction_fresh = False
-            elif mtype != _RESULT:
-                raise ProtocolError(f"expected the answer to the end of a transaction, got message type {mtype}")
-            decoder.skip()
-            self.unread -= 1
+            raise ProtocolError(f"expected the answer to the end of a transaction, got message type {mtype}")
+        ran_alone = self.query_behind_begin and not self.in_transaction
         self.query_behind_begin = False
-        if self.query_ran_alone:
-            self.query_ran_alone = False
+        if ran_alone:
             self.unread = 1
             return False
         return True
