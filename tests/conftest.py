@@ -21,6 +21,13 @@ import dqlite
 import dqlite.aio
 
 
+def _forwarded(name: str, target: str) -> property:
+    """A read/write attribute of the wrapped ``target`` object (the wrappers
+    below forward reads by ``__getattr__``, but writes need this)."""
+    return property(lambda self: getattr(getattr(self, target), name),
+                    lambda self, value: setattr(getattr(self, target), name, value))
+
+
 class AioCursor:
     """A sync-looking face on ``dqlite.aio.AsyncCursor`` (test helper)."""
 
@@ -32,21 +39,8 @@ class AioCursor:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
 
-    @property
-    def arraysize(self) -> int:
-        return self._cursor.arraysize
-
-    @arraysize.setter
-    def arraysize(self, value: int) -> None:
-        self._cursor.arraysize = value
-
-    @property
-    def row_factory(self) -> Any:
-        return self._cursor.row_factory
-
-    @row_factory.setter
-    def row_factory(self, value: Any) -> None:
-        self._cursor.row_factory = value
+    arraysize = _forwarded("arraysize", "_cursor")
+    row_factory = _forwarded("row_factory", "_cursor")
 
     @property
     def connection(self) -> AioConnection:
@@ -103,21 +97,8 @@ class AioConnection:
     def __repr__(self) -> str:
         return repr(self.aio)
 
-    @property
-    def row_factory(self) -> Any:
-        return self.aio.row_factory
-
-    @row_factory.setter
-    def row_factory(self, value: Any) -> None:
-        self.aio.row_factory = value
-
-    @property
-    def autocommit(self) -> bool:
-        return self.aio.autocommit
-
-    @autocommit.setter
-    def autocommit(self, value: bool) -> None:
-        self.aio.autocommit = value
+    row_factory = _forwarded("row_factory", "aio")
+    autocommit = _forwarded("autocommit", "aio")
 
     def cursor(self) -> AioCursor:
         return AioCursor(self._run, self, self.aio.cursor())
