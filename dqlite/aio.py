@@ -587,11 +587,9 @@ class AsyncCursor(ResultState):
                             await protocol.wait_for_input()
                             owed = session.take_owed()
                         if owed:
-                            while decoder.next_message() < 0:
-                                await protocol.wait_for_input()
                             rows: list = []
-                            done = decoder.read_rows(rows)
-                            while not done and not rows:
+                            done = False
+                            while not done and not rows:  # up to a first row, or the end
                                 while decoder.next_message() < 0:
                                     await protocol.wait_for_input()
                                 done = decoder.read_rows(rows)

@@ -345,18 +345,14 @@ class Cursor(ResultState):
                             # Answers owed by the end of the last transaction
                             # come first (and if its BEGIN failed, the query
                             # runs again below).
-                            owed: bool | None = True
-                            if session.unread:
+                            owed = session.take_owed() if session.unread else True
+                            while owed is None:
+                                wire.fill(deadline)
                                 owed = session.take_owed()
-                                while owed is None:
-                                    wire.fill(deadline)
-                                    owed = session.take_owed()
-                                while owed and decoder.next_message() < 0:
-                                    wire.fill(deadline)
                             if owed:
                                 rows: list = []
-                                done = decoder.read_rows(rows)
-                                while not done and not rows:
+                                done = False
+                                while not done and not rows:  # up to a first row, or the end
                                     while decoder.next_message() < 0:
                                         wire.fill(deadline)
                                     done = decoder.read_rows(rows)
