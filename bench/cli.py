@@ -436,5 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         title = f"dqlite benchmark {meta['started']} ({args.rows:,} rows, {args.rounds} rounds)"
         report.plot(args.plot, rows, targets, title)
         print(f"wrote {args.plot}")
-    # Failing only when a contestant never produced a number: one bad round is in the table.
-    return 1 if any(row.status == "error" for row in rows) else 0
+    # Failing only when our driver, the reference or a floor never produced a number (one bad
+    # round is in the table).  A compared client or peer that fails is its own affair: the
+    # notes above say why, and the run still measured what it is for.
+    return 1 if any(row.status == "error" and row.contestant.role not in ("other", "peer") for row in rows) else 0

@@ -128,6 +128,12 @@ class DqliteDbapiClient(Client):
 
         return await dqlitedbapi.aio.aconnect(self.leader, database=self.database, **self._options)
 
+    def sqlalchemy_url(self, aio: bool = False) -> str:
+        # Its connections refuse other threads by default, as sqlite3's do; a pool hands each
+        # to one thread at a time, so W6 turns the check off (as SQLAlchemy does for sqlite3).
+        url = super().sqlalchemy_url(aio)
+        return url if aio else url + "?check_same_thread=false"
+
 
 class ModuleClient(Client):
     """Any client, through an adapter module (see the module docstring)."""

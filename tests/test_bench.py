@@ -68,3 +68,21 @@ def test_compare_runs_another_client_through_an_adapter_module(dqlite_cluster, t
     assert rows["other", "dbapi"]["status"] == "ok"
     assert rows["other", "aio"]["status"] == "skipped"  # the adapter has no aconnect
     assert "adapted_client DB-API" in proc.stdout and "ours vs" in proc.stdout
+
+
+def test_a_failing_compared_client_is_reported_without_failing_the_run(dqlite_cluster, tmp_path):
+    # Another client's bug is its own: the run still measures ours and says why the other has no number.
+    (tmp_path / "broken_client.py").write_text(
+        "def connect(addresses, database):\n"
+        "    raise RuntimeError('this client cannot connect')\n")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--url", ",".join(dqlite_cluster.addresses), "--database", "bench_smoke",
+         "--workloads", "W1", "--rounds", "1", "--rows", "500", "--json", str(out), "--no-progress", "--go", "none",
+         "--compare", sys.executable, "--compare-client", "module:broken_client"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {(row["role"], row["driver"]): row for row in json.loads(out.read_text())["summary"]}
+    assert rows["ours", "dbapi"]["status"] == "ok"
+    assert rows["other", "dbapi"]["status"] == "error"
+    assert "this client cannot connect" in proc.stdout
