@@ -17,7 +17,7 @@ Variants:
 Usage: build_instrumented.py [--variant asan|cov|all] [--force]
 Prints one line per variant: ``<variant> <path of the .so>`` or
 ``<variant> FAILED <why>``; exits 0 if at least one variant is usable.
-Up to date variants (newer than dqlite/_protocol.pyx and this script) are not
+Up to date variants (newer than dqlite/_protocol.pyx, .pxd and this script) are not
 rebuilt.
 """
 
@@ -62,7 +62,8 @@ def find_clang() -> str | None:
 
 
 def cythonize(c_file: Path) -> None:
-    if c_file.exists() and c_file.stat().st_mtime >= max(PYX.stat().st_mtime, Path(__file__).stat().st_mtime):
+    sources = (PYX, PYX.with_suffix(".pxd"), Path(__file__))  # the .pxd declares what other modules cimport
+    if c_file.exists() and c_file.stat().st_mtime >= max(path.stat().st_mtime for path in sources):
         return
     c_file.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "cython", "-3"]
