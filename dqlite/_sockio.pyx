@@ -97,3 +97,40 @@ def recv_into_decoder(int fd, decoder):
         PyErr_CheckSignals()
     decoder_received(decoder, got)
     return got
+
+
+def send_and_recv_into_decoder(int fd, bytes data, decoder):
+    """Send all of ``data``, then receive what arrives next into ``decoder``;
+    both with the GIL released.  Returns the byte count received, 0 at end of
+    stream.
+
+    For a request whose answer is waited for at once: the thread gives the GIL
+    up for the wait anyway, and giving it up before the send instead means it
+    is not held while the send wakes the server, which the scheduler often
+    runs in the sender's place.  Bounded, interrupted and failing as
+    ``recv_into_decoder``, by SO_SNDTIMEO for the send.
+    """
+    cdef const char* out = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t left = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t room
+    cdef char* buf = decoder_free_space(decoder, &room)
+    cdef ssize_t n
+    cdef int err
+    while True:
+        with nogil:
+            while left > 0:
+                n = c_send(fd, out, <size_t>left, MSG_NOSIGNAL)
+                if n < 0:
+                    break
+                out += n
+                left -= n
+            if left == 0:
+                n = c_recv(fd, buf, <size_t>room, 0)
+        if n >= 0:
+            break
+        err = errno
+        if err != EINTR:
+            raise OSError(err, strerror(err).decode(errors="replace"))
+        PyErr_CheckSignals()
+    decoder_received(decoder, n)
+    return n

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from dqlite._protocol import Decoder, encode_handshake
-from dqlite._sockio import recv_into_decoder, recv_nowait, send_nowait
+from dqlite._sockio import recv_into_decoder, recv_nowait, send_and_recv_into_decoder, send_nowait
 from dqlite.exceptions import ConnectionLostError, InterfaceError
 
 T = TypeVar("T")
@@ -140,13 +140,27 @@ class Wire:
         ``timeout`` seconds after the send, for the ``fill`` calls of the
         rest of the answer.
         """
-        self.send(data)
-        deadline = _monotonic() + timeout
-        if not self.shortened:
+        if self.recv_fd >= 0 and not self.shortened:
             # The first wait after the send: the whole timeout is left
-            # (nothing to shorten) and the send carried our ACKs (no
-            # QUICKACK), so ``fill``'s checks have nothing to do.
-            self._receive()
+            # (nothing to shorten) and the send carries our ACKs (no
+            # QUICKACK), so ``fill``'s checks have nothing to do.  Send and
+            # wait in one call that gives the GIL up for both.
+            deadline = _monotonic() + timeout
+            self.received_since_send = False
+            try:
+                n = send_and_recv_into_decoder(self.recv_fd, data, self.decoder)
+            except OSError as exc:
+                self.close()
+                raise ConnectionLostError(f"lost connection to {self.address}: {_describe(exc)}") from exc
+            self.received_since_send = True
+            if n == 0:
+                self.close()
+                raise ConnectionLostError(f"dqlite node {self.address} closed the connection")
+        else:
+            self.send(data)
+            deadline = _monotonic() + timeout
+            if not self.shortened:
+                self._receive()
         decoder = self.decoder
         while decoder.next_message() < 0:
             self.fill(deadline)
