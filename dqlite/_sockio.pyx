@@ -10,9 +10,10 @@ arrived is read without waiting: neither needs the GIL released.  The blocking
 shell (``dqlite._wire``) uses these first and falls back to the ordinary
 blocking calls, which do release the GIL, only when it really has to wait.
 
-The one call here that waits, ``recv_into_decoder``, is such a blocking
-receive (the GIL released), made straight into the decoder's buffer: the
-socket module would need a memoryview of it for every receive.
+The calls here that wait release the GIL: ``recv_into_decoder``, a blocking
+receive made straight into the decoder's buffer (the socket module would need
+a memoryview of it for every receive), and ``send_and_recv_into_decoder``, a
+query's send and the wait for its answer in one release.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
