@@ -83,21 +83,7 @@ def recv_into_decoder(int fd, decoder):
     retries (as the socket module does).  ``fd`` must be in blocking mode: a
     socket with a Python-level timeout is non-blocking underneath.
     """
-    cdef Py_ssize_t room
-    cdef char* buf = decoder_free_space(decoder, &room)
-    cdef ssize_t got
-    cdef int err
-    while True:
-        with nogil:
-            got = c_recv(fd, buf, <size_t>room, 0)
-        if got >= 0:
-            break
-        err = errno
-        if err != EINTR:
-            raise OSError(err, strerror(err).decode(errors="replace"))
-        PyErr_CheckSignals()
-    decoder_received(decoder, got)
-    return got
+    return _send_then_recv(fd, NULL, 0, decoder)
 
 
 def send_and_recv_into_decoder(int fd, bytes data, decoder):
@@ -111,11 +97,16 @@ def send_and_recv_into_decoder(int fd, bytes data, decoder):
     runs in the sender's place.  Bounded, interrupted and failing as
     ``recv_into_decoder``, by SO_SNDTIMEO for the send.
     """
-    cdef const char* out = PyBytes_AS_STRING(data)
-    cdef Py_ssize_t left = PyBytes_GET_SIZE(data)
+    return _send_then_recv(fd, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), decoder)
+
+
+cdef ssize_t _send_then_recv(int fd, const char* out, Py_ssize_t left, decoder) except -1:
+    """Send ``left`` bytes from ``out`` (blocking), then one blocking receive
+    into ``decoder``, the GIL released throughout; signals and errors as
+    ``recv_into_decoder`` says."""
     cdef Py_ssize_t room
     cdef char* buf = decoder_free_space(decoder, &room)
-    cdef ssize_t n
+    cdef ssize_t n = 0
     cdef int err
     while True:
         with nogil:

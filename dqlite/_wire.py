@@ -140,27 +140,14 @@ class Wire:
         ``timeout`` seconds after the send, for the ``fill`` calls of the
         rest of the answer.
         """
-        if self.recv_fd >= 0 and not self.shortened:
+        deadline = _monotonic() + timeout
+        if self.shortened:
+            self.send(data)
+        else:
             # The first wait after the send: the whole timeout is left
             # (nothing to shorten) and the send carries our ACKs (no
-            # QUICKACK), so ``fill``'s checks have nothing to do.  Send and
-            # wait in one call that gives the GIL up for both.
-            deadline = _monotonic() + timeout
-            self.received_since_send = False
-            try:
-                n = send_and_recv_into_decoder(self.recv_fd, data, self.decoder)
-            except OSError as exc:
-                self.close()
-                raise ConnectionLostError(f"lost connection to {self.address}: {_describe(exc)}") from exc
-            self.received_since_send = True
-            if n == 0:
-                self.close()
-                raise ConnectionLostError(f"dqlite node {self.address} closed the connection")
-        else:
-            self.send(data)
-            deadline = _monotonic() + timeout
-            if not self.shortened:
-                self._receive()
+            # QUICKACK), so ``fill``'s checks have nothing to do.
+            self._receive(data)
         decoder = self.decoder
         while decoder.next_message() < 0:
             self.fill(deadline)
@@ -218,14 +205,27 @@ class Wire:
                 sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
         self._receive()
 
-    def _receive(self) -> None:
-        """One receive into the decoder, waiting for it; a failure or the end
-        of the stream closes the socket."""
+    def _receive(self, request: bytes | None = None) -> None:
+        """One receive into the decoder, waiting for it, after sending
+        ``request`` if one is given; a failure or the end of the stream
+        closes the socket.
+
+        Where the compiled calls serve (``recv_fd``), the send and the wait
+        are one call that gives the GIL up for both: the send wakes the
+        server, which the scheduler often runs in the sender's place, and
+        no other thread could run meanwhile if the sender held the GIL.
+        """
+        if request is not None and self.recv_fd < 0:
+            self.send(request)
+            request = None
         sock = self.sock
         if sock is None:
             raise ConnectionLostError(f"connection to {self.address} is closed")
         try:
-            if self.recv_fd >= 0:
+            if request is not None:
+                self.received_since_send = False
+                n = send_and_recv_into_decoder(self.recv_fd, request, self.decoder)
+            elif self.recv_fd >= 0:
                 n = recv_into_decoder(self.recv_fd, self.decoder)
             else:
                 n = sock.recv_into(self.decoder.get_buffer())
