@@ -7,6 +7,7 @@ answers) against it.  Encoding and decoding are the compiled core's.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ from dqlite._session import (
 )
 from dqlite._wire import Wire
 from dqlite.exceptions import (
+    CommitOutcomeUnknownError,
     ConnectionLostError,
     Error,
     InterfaceError,
@@ -87,6 +89,8 @@ class Connection(ConnectionBase):
         # a buffer the other frees), so the second gets an InterfaceError.
         self._lock = threading.Lock()
         self._close_requested = False  # by close() from another thread, mid-operation
+        # A COMMIT interrupted midway: what the next operation raises (see _interrupted).
+        self._pending_error: Error | None = None
         self._run(session.connect())
 
     # -- the I/O loop --------------------------------------------------------
@@ -97,6 +101,10 @@ class Connection(ConnectionBase):
             op.close()
             raise InterfaceError(_IN_USE)
         try:
+            if self._pending_error is not None:
+                op.close()
+                error, self._pending_error = self._pending_error, None
+                raise error
             return self._drive(op)
         finally:
             self._release()
@@ -161,10 +169,48 @@ class Connection(ConnectionBase):
                         raise AssertionError(f"unknown I/O request {request!r}")
                 except ConnectionLostError as exc:
                     error = exc
+        except BaseException as exc:
+            if not isinstance(exc, Error):  # the session has dealt with its errors
+                self._interrupted(op)
+            raise
         finally:
             wire = self._wire
             if wire is not None and wire.shortened:
                 wire.restore_timeout()
+
+    def _interrupted(self, op: Op) -> None:
+        """An exception that is no ``Error`` (KeyboardInterrupt, or one raised
+        by a signal handler) ended ``op`` midway: drop the socket.
+
+        The socket may hold a request's answer, or part of one, that the next
+        operation must never take for its own; the session hears of it as a
+        lost connection (the transaction is lost, a COMMIT's outcome unknown)
+        and the connection reconnects on its next use.  A COMMIT of unknown
+        outcome is what that next operation raises.
+        """
+        self._close_wire()
+        session = self._session
+        failure = ConnectionLostError("the operation was interrupted")
+        error: Error | None = None
+        state = inspect.getgeneratorstate(op)
+        try:
+            if state == inspect.GEN_CLOSED:
+                # The exception came from inside the session's generator, which
+                # is finished: what it was doing is unknown.
+                error = session.lost(failure, writing=session.transaction_wrote)
+            else:
+                # Finish it as if the connection had been lost where it stands
+                # (a new one, such as query_failed's, starts with the failure).
+                request = op.send(None) if state == inspect.GEN_CREATED else op.throw(failure)
+                while True:
+                    request = op.send(None) if request is CLOSE else op.throw(failure)
+        except StopIteration:
+            pass
+        except Error as exc:
+            error = exc
+        if isinstance(error, CommitOutcomeUnknownError):
+            log.warning("a COMMIT was interrupted; its outcome is unknown")
+            self._pending_error = error
 
     def _close_wire(self) -> None:
         wire, self._wire = self._wire, None
@@ -252,8 +298,13 @@ class Connection(ConnectionBase):
                 return False
             try:
                 wire.send(data)
-            except ConnectionLostError:
+            except BaseException as exc:
+                # Lost, or interrupted with part of the request sent: the
+                # server drops the transaction with the connection.
+                wire.close()
                 self._session.end_not_sent()
+                if not isinstance(exc, ConnectionLostError):
+                    raise
             return True
         finally:
             self._release()
@@ -368,6 +419,7 @@ class Cursor(ResultState):
                     raise
                 except BaseException:
                     self._clear_result()
+                    connection._interrupted(session.query_failed(ConnectionLostError("interrupted")))
                     raise
                 finally:
                     connection._release()
