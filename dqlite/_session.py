@@ -201,6 +201,9 @@ class ConnectionBase:
     #: a tuple), as in sqlite3: ``dqlite.Row`` reads columns by name.  None
     #: (the default): rows are tuples.  A cursor takes the value its
     #: connection has when the cursor is made, and has its own attribute.
+    #: The fetch methods call it, never the protocol code: whatever it
+    #: raises reaches the caller of the fetch and leaves the connection as
+    #: it was.
     row_factory: Callable[[Any, tuple], Any] | None = None
 
     def __repr__(self) -> str:
@@ -308,9 +311,6 @@ class ResultState:
 
     def _set_rows(self, decoder: Decoder, rows: list, done: bool) -> None:
         self._description = _description(decoder.columns or [], decoder.first_row_types)
-        factory = self.row_factory
-        if factory is not None:
-            rows = [factory(self, row) for row in rows]
         self._rows = rows
         self._pos = 0
         self._done = done
@@ -1414,11 +1414,7 @@ class Session:
         try:
             if self.streaming is not cursor or self.connected_to is None:
                 raise ConnectionLostError("connection lost while reading a result")
-            start = len(out)
             done = yield from self._read_rows(out)
-            factory = cursor.row_factory
-            if factory is not None:
-                out[start:] = [factory(cursor, row) for row in out[start:]]
         except Error as exc:
             self.streaming = None
             if self.is_connection_failure(exc):

@@ -630,11 +630,15 @@ class AsyncCursor(ResultState):
         pos = self._pos
         if pos < len(self._rows):
             self._pos = pos + 1
-            return self._rows[pos]
+            row = self._rows[pos]
+            factory = self.row_factory
+            return row if factory is None else factory(self, row)
         connection = self._check_result()
         if await self._more(connection):
             self._pos = 1
-            return self._rows[0]
+            row = self._rows[0]
+            factory = self.row_factory
+            return row if factory is None else factory(self, row)
         return None
 
     async def fetchmany(self, size: int | None = None) -> list[Any]:
@@ -645,7 +649,8 @@ class AsyncCursor(ResultState):
         out = self._take(size)
         while len(out) < size and await self._more(connection):
             out += self._take(size - len(out))
-        return out
+        factory = self.row_factory
+        return out if factory is None else [factory(self, row) for row in out]
 
     async def fetchall(self) -> list[Any]:
         """Every remaining row."""
@@ -659,7 +664,8 @@ class AsyncCursor(ResultState):
             session = connection._session
             while not self._done:
                 self._done = await connection._run(session.read_batch(self, out))
-        return out
+        factory = self.row_factory
+        return out if factory is None else [factory(self, row) for row in out]
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self

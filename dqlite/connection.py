@@ -462,11 +462,15 @@ class Cursor(ResultState):
         pos = self._pos
         if pos < len(self._rows):
             self._pos = pos + 1
-            return self._rows[pos]
+            row = self._rows[pos]
+            factory = self.row_factory
+            return row if factory is None else factory(self, row)
         self._check_result()
         if self._more():
             self._pos = 1
-            return self._rows[0]
+            row = self._rows[0]
+            factory = self.row_factory
+            return row if factory is None else factory(self, row)
         return None
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
@@ -477,7 +481,8 @@ class Cursor(ResultState):
         out = self._take(size)
         while len(out) < size and self._more():
             out += self._take(size - len(out))
-        return out
+        factory = self.row_factory
+        return out if factory is None else [factory(self, row) for row in out]
 
     def fetchall(self) -> list[Any]:
         """Every remaining row."""
@@ -491,7 +496,8 @@ class Cursor(ResultState):
             run, session = connection._run, connection._session
             while not self._done:
                 self._done = run(session.read_batch(self, out))
-        return out
+        factory = self.row_factory
+        return out if factory is None else [factory(self, row) for row in out]
 
     def __iter__(self) -> Iterator[Any]:
         return self

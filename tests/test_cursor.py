@@ -269,3 +269,29 @@ def test_row_factory_makes_every_fetched_row(connect):
         conn.execute("SELECT 1 AS a").fetchone()["nope"]
     conn.row_factory = None
     assert conn.execute("SELECT 1 AS a").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("fetch", ["fetchone", "fetchmany", "fetchall"])
+def test_a_row_factory_that_raises_leaves_the_connection_as_it_was(connect, fetch):
+    # The factory is the caller's code: its exception reaches the caller of the
+    # fetch, and neither the open transaction nor the rest of a result
+    # streaming in batches is disturbed (they once were: the next query got
+    # the rest of this one's rows).
+    conn = connect()
+    sql = "WITH RECURSIVE k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < ?) SELECT x FROM k"
+
+    def refuse_7(cursor, row):
+        if row[0] == 7:
+            raise ValueError("no 7")
+        return row
+
+    for _ in range(2):  # the second run takes the prepared statement's fast path
+        cur = conn.cursor()
+        cur.row_factory = refuse_7
+        cur.execute(sql, (5000,))
+        with pytest.raises(ValueError, match="no 7"):
+            while True:
+                getattr(cur, fetch)(*((3,) if fetch == "fetchmany" else ()))
+        assert conn.in_transaction
+        assert conn.execute("SELECT 42").fetchall() == [(42,)]
+    conn.rollback()
