@@ -263,15 +263,18 @@ class AsyncConnection(ConnectionBase):
         connection is classified, a server error inside a transaction
         checked).  A cancellation drops the socket, which may hold part of
         the answer (never to be taken for the next query's), and the session
-        hears of it as a lost connection, as in ``_drive``.
+        hears of it as a lost connection, as in ``_drive``; so does any other
+        exception that is no ``Error``.
         """
         try:
-            if isinstance(exc, asyncio.CancelledError):
+            if isinstance(exc, Error):
+                await self._drive(_query_failed(self._session, exc))  # raises
+            else:  # cancelled, timed out, or anything else midway
                 op = _query_failed(self._session, None)
                 op.send(None)  # now where the answer is awaited
-                self._pending_error = self._abort(op)
-            elif isinstance(exc, Error):
-                await self._drive(_query_failed(self._session, exc))  # raises
+                error = self._abort(op)
+                if isinstance(exc, asyncio.CancelledError):
+                    self._pending_error = error  # for _cancelled: a timeout reports it
             raise exc
         except asyncio.CancelledError as cancelled:
             self._cancelled(cancelled)

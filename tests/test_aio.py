@@ -252,3 +252,28 @@ def test_leader_transfer_while_tasks_run(dqlite_fresh_cluster):
             await c.close()
 
     run(main())
+
+
+def test_an_unexpected_exception_midway_through_a_query_drops_the_socket(dqlite_cluster, dqlite_database,
+                                                                          monkeypatch):
+    # White-box: the exception (no dqlite Error, no cancellation) comes after
+    # the first batch of a many-batch result was read, with the rest still
+    # arriving: the next query must never take that rest for its own answer.
+    sql = "WITH RECURSIVE k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < ?) SELECT x FROM k"
+
+    async def main():
+        conn = await dqlite.aio.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True)
+        await (await conn.execute(sql, (3,))).fetchall()  # prepared: the next run takes the fast path
+        session = conn._session
+
+        def broken(*args):
+            raise MemoryError
+
+        monkeypatch.setattr(session, "take_query_rows", broken)
+        with pytest.raises(MemoryError):
+            await conn.execute(sql, (20000,))
+        monkeypatch.undo()
+        assert await (await conn.execute("SELECT 42")).fetchall() == [(42,)]
+        await conn.close()
+
+    run(main())
