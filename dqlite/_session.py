@@ -1176,7 +1176,7 @@ class Session:
         yield from self._read(decoder.read_result)
 
         total = 0
-        error: Error | None = None
+        error: Exception | None = None
         error_index = -1
         encoded = 0        # parameter sets encoded so far
         answered = 0       # RESULTs read so far
@@ -1191,6 +1191,9 @@ class Session:
                 except StopIteration:
                     exhausted = True
                     break
+                except Exception as exc:  # the caller's iterable: the batch is undone, then this raised
+                    error, error_index = exc, encoded
+                    break
                 if not answered:
                     replay.append(params)
                 try:
@@ -1199,7 +1202,7 @@ class Session:
                         enc.exec(stmt_id, params, False)
                     else:
                         enc.exec(stmt_id, params, (yield from self._check_params(prepared, params)))
-                except Error as exc:
+                except Exception as exc:  # an Error, or the caller's parameter set's own
                     error, error_index = exc, encoded
                     break
                 encoded += 1

@@ -134,6 +134,13 @@ class Connection(ConnectionBase):
                     request = send(None) if error is None else throw(error)
                 except StopIteration as stop:
                     return stop.value
+                except Exception:
+                    raise  # the session's own failure (or its caller's iterable's): handled there
+                except BaseException:
+                    # KeyboardInterrupt or the like, raised while the
+                    # session's code ran: it stopped at an unknown point.
+                    self._interrupted(op)
+                    raise
                 error = None
                 wire = self._wire
                 try:
@@ -169,18 +176,19 @@ class Connection(ConnectionBase):
                         raise AssertionError(f"unknown I/O request {request!r}")
                 except ConnectionLostError as exc:
                     error = exc
-        except BaseException as exc:
-            if not isinstance(exc, Error):  # the session has dealt with its errors
-                self._interrupted(op)
-            raise
+                except BaseException:
+                    # Interrupted while waiting (KeyboardInterrupt, or what a
+                    # signal handler raised): the request may be answered yet.
+                    self._interrupted(op)
+                    raise
         finally:
             wire = self._wire
             if wire is not None and wire.shortened:
                 wire.restore_timeout()
 
     def _interrupted(self, op: Op) -> None:
-        """An exception that is no ``Error`` (KeyboardInterrupt, or one raised
-        by a signal handler) ended ``op`` midway: drop the socket.
+        """KeyboardInterrupt, or what a signal handler raised, ended ``op``
+        midway: drop the socket.
 
         The socket may hold a request's answer, or part of one, that the next
         operation must never take for its own; the session hears of it as a
@@ -196,8 +204,9 @@ class Connection(ConnectionBase):
         try:
             if state == inspect.GEN_CLOSED:
                 # The exception came from inside the session's generator, which
-                # is finished: what it was doing is unknown.
-                error = session.lost(failure, writing=session.transaction_wrote)
+                # is finished: what it was doing is unknown, so a transaction
+                # that wrote may have been committed.
+                error = session.lost(failure, writing=session.in_transaction and session.transaction_wrote)
             else:
                 # Finish it as if the connection had been lost where it stands
                 # (a new one, such as query_failed's, starts with the failure).

@@ -188,6 +188,29 @@ def test_executemany_with_a_bad_parameter_set_applies_nothing(connect, setup):
     assert count(observer) == 0
 
 
+@pytest.mark.parametrize("autocommit", [False, True], ids=["transaction", "autocommit"])
+def test_executemany_whose_parameters_fail_midway_applies_nothing(connect, setup, autocommit):
+    # The caller's iterable raises after thousands of rows went out in pipelined windows:
+    # its exception is raised, no row of the batch stays, and the connection (with the
+    # transaction it had) goes on.
+    _, observer = setup
+    conn = connect(autocommit=autocommit)
+    if not autocommit:
+        conn.execute("INSERT INTO t VALUES (-1)")
+
+    def rows():
+        yield from ((i,) for i in range(3000))
+        raise ValueError("the source of the rows failed")
+
+    with pytest.raises(ValueError, match="source of the rows failed"):
+        conn.executemany("INSERT INTO t VALUES (?)", rows())
+    assert conn.in_transaction == (not autocommit)
+    assert count(conn) == (0 if autocommit else 1)
+    conn.executemany("INSERT INTO t VALUES (?)", [(5000,), (5001,)])
+    conn.commit()
+    assert count(observer) == (2 if autocommit else 3)
+
+
 def test_executemany_longer_than_the_timeout_completes(connect):
     """The timeout bounds the wait for each answer, not a long pipelined batch."""
     import time
