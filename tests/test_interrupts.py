@@ -18,6 +18,17 @@ def cluster(dqlite_fresh_cluster):
     return dqlite_fresh_cluster
 
 
+@pytest.fixture
+def writing(cluster):
+    """A connection in a transaction that inserted a row into t (empty before)."""
+    conn = dqlite.connect(cluster.addresses, "db")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.execute("INSERT INTO t VALUES (1)")
+    yield conn
+    conn.close()
+
+
 @contextlib.contextmanager
 def interrupted_while_the_leader_is_stopped(cluster, after=0.2):
     """Stop the leader's process, so that a request gets no answer, and raise
@@ -56,25 +67,18 @@ def test_an_interrupted_query_leaves_no_answer_for_the_next(cluster, prepared):
     conn.close()
 
 
-def test_a_query_interrupted_inside_a_transaction_loses_the_transaction(cluster):
-    conn = dqlite.connect(cluster.addresses, "db")
-    conn.execute("CREATE TABLE t (x)")
-    conn.commit()
-    conn.execute("INSERT INTO t VALUES (1)")
+def test_a_query_interrupted_inside_a_transaction_loses_the_transaction(cluster, writing):
+    conn = writing
     with interrupted_while_the_leader_is_stopped(cluster):
         conn.execute("SELECT count(*) FROM t")
     with pytest.raises(dqlite.TransactionLostError, match="interrupted"):
         conn.execute("SELECT count(*) FROM t")
     conn.rollback()
     assert conn.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
-    conn.close()
 
 
-def test_an_interrupted_commit_is_reported_as_of_unknown_outcome_once(cluster):
-    conn = dqlite.connect(cluster.addresses, "db")
-    conn.execute("CREATE TABLE t (x)")
-    conn.commit()
-    conn.execute("INSERT INTO t VALUES (1)")
+def test_an_interrupted_commit_is_reported_as_of_unknown_outcome_once(cluster, writing):
+    conn = writing
     with interrupted_while_the_leader_is_stopped(cluster):
         conn.commit()
     assert not conn.in_transaction
@@ -83,18 +87,14 @@ def test_an_interrupted_commit_is_reported_as_of_unknown_outcome_once(cluster):
     # Reported once, never retried: the connection works again, the row is
     # there or not (the node may have committed it after resuming).
     assert conn.execute("SELECT count(*) FROM t").fetchall() in ([(0,)], [(1,)])
-    conn.close()
 
 
-def test_an_interrupt_raised_inside_the_session_drops_the_connection(cluster, monkeypatch):
+def test_an_interrupt_raised_inside_the_session_drops_the_connection(writing, monkeypatch):
     # White-box: the exception comes from the session's own code while it
     # reads COMMIT's answer, so its generator is finished and cannot be told
     # of the loss; what it was doing is unknown, and a transaction that wrote
     # may have been committed.
-    conn = dqlite.connect(cluster.addresses, "db")
-    conn.execute("CREATE TABLE t (x)")
-    conn.commit()
-    conn.execute("INSERT INTO t VALUES (1)")
+    conn = writing
 
     def interrupted_read(reader):
         raise KeyboardInterrupt
@@ -107,4 +107,3 @@ def test_an_interrupt_raised_inside_the_session_drops_the_connection(cluster, mo
     with pytest.raises(dqlite.CommitOutcomeUnknownError):
         conn.execute("SELECT count(*) FROM t")
     assert conn.execute("SELECT count(*) FROM t").fetchall() in ([(0,)], [(1,)])
-    conn.close()
