@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, Union
 
 from dqlite import _sql
 from dqlite._protocol import MAX_PARAMS_SCHEMA0, Decoder, Encoder, encode_handshake
-from dqlite._wire import parse_address
+from dqlite._wire import DEFAULT_BUSY_POLL, parse_address
 from dqlite.exceptions import (
     LEADERSHIP_LOST_CODES,
     NOT_LEADER_CODES,
@@ -338,6 +338,7 @@ class Session:
         max_message_size: int,
         ssl: SSLContext | None = None,
         busy_timeout: float = 5.0,
+        busy_poll: float = DEFAULT_BUSY_POLL,
     ) -> None:
         addresses = [address] if isinstance(address, str) else list(address)
         if not addresses:
@@ -350,10 +351,13 @@ class Session:
             raise InterfaceError("timeout must be a positive number of seconds")
         if busy_timeout is None or busy_timeout < 0:
             raise InterfaceError("busy_timeout must be a number of seconds, 0 or more")
+        if busy_poll is None or not 0 <= busy_poll <= 0.001:
+            raise InterfaceError("busy_poll must be a number of seconds from 0 to 0.001")
         self.addresses = addresses
         self.database = database
         self.timeout = float(timeout)
         self.busy_timeout = float(busy_timeout)
+        self.busy_poll = float(busy_poll)
         self.autocommit = bool(autocommit)
         self.ssl = ssl
         self.cached_statements = max(int(cached_statements), 1)

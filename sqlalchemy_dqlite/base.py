@@ -44,6 +44,7 @@ BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 _QUERY_OPTIONS: dict[str, type] = {
     "timeout": float,
     "busy_timeout": float,
+    "busy_poll": float,
     "cached_statements": int,
     "max_message_size": int,
 }

@@ -1,13 +1,15 @@
 """The socket calls that keep the GIL (dqlite._sockio) and the blocking wire's use of them."""
 
+import signal
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
 from dqlite._protocol import Decoder
-from dqlite._sockio import recv_nowait, send_nowait
+from dqlite._sockio import BusyPoll, recv_into_decoder, recv_nowait, send_nowait
 from dqlite._wire import Wire
 from dqlite.exceptions import ConnectionLostError
 
@@ -114,3 +116,104 @@ def test_an_exchange_with_a_peer_that_closes_loses_the_connection():
         wire.exchange(b"\0" * 8, 5.0)
     server.join(10)
     assert wire.closed
+
+
+# -- busy polling: the receives that wait poll first (BusyPoll) -----------------
+
+
+def _receive_answered_after(pair, poll, delay):
+    """One ``recv_into_decoder`` on the pair's second end (into a new
+    decoder), the first end writing a word after ``delay`` seconds (None:
+    before the receive)."""
+    a, b = pair
+    if delay is None:
+        a.sendall(b"x" * 8)
+        return recv_into_decoder(b.fileno(), Decoder(), poll)
+    writer = threading.Timer(delay, a.sendall, args=(b"x" * 8,))
+    writer.start()
+    try:
+        return recv_into_decoder(b.fileno(), Decoder(), poll)
+    finally:
+        writer.join()
+
+
+def test_an_answer_within_the_window_is_polled_for_not_slept_on(pair):
+    poll = BusyPoll(0.5)  # ample for the other thread to answer
+    assert _receive_answered_after(pair, poll, 0.001) == 8
+    assert (poll.hits, poll.sleeps, poll.polling) == (1, 0, True)
+
+
+def test_answers_later_than_the_window_stop_polling_until_a_retry(pair):
+    poll = BusyPoll(20e-6)
+    for _ in range(3):  # three misses in a row
+        assert _receive_answered_after(pair, poll, 0.02) == 8
+    assert (poll.hits, poll.sleeps, poll.polling) == (0, 3, False)
+    for retry_finds_its_answer in (False, True):
+        # Stopped: even an answer that is already there is received without polling...
+        for _ in range(63):
+            assert _receive_answered_after(pair, poll, None) == 8
+        assert (poll.hits, poll.polling) == (0, False)
+        # ... until the 64th wait, which polls: a miss keeps polling stopped,
+        # a hit resumes it.
+        assert _receive_answered_after(pair, poll, None if retry_finds_its_answer else 0.02) == 8
+        assert (poll.hits, poll.polling) == (int(retry_finds_its_answer), retry_finds_its_answer)
+    assert poll.sleeps == 3 + 63 + 1 + 63
+
+
+def test_a_zero_window_never_polls(pair):
+    poll = BusyPoll(0)
+    for _ in range(70):
+        assert _receive_answered_after(pair, poll, None) == 8
+    assert (poll.hits, poll.sleeps, poll.polling) == (0, 70, False)
+    with pytest.raises(ValueError):
+        BusyPoll(-1e-6)
+
+
+def test_a_signal_handler_that_raises_while_polling_is_run_before_sleeping(pair):
+    """A signal that came while polling interrupts no sleeping recv(): its
+    handler runs when the window ends, not when (if ever) the answer comes."""
+    _, b = pair
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 5, 0))  # bounds a failure
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        poll = BusyPoll(0.3)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)  # while polling; no answer ever comes
+        started = time.monotonic()
+        with pytest.raises(Interrupted):
+            recv_into_decoder(b.fileno(), Decoder(), poll)
+        assert time.monotonic() - started < 2
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_wire_polls_for_an_answer_not_for_the_rest_of_it():
+    """The first wait after a request polls; the waits for the rest of a
+    streaming answer sleep (the node sends it as fast as it can)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    answer = struct.pack("<IBBH", 2, 7, 0, 0) + b"\x01" * 16
+
+    def serve():
+        peer, _ = server.accept()
+        with peer:
+            peer.recv(8)
+            peer.sendall(answer[:12])  # the header and part of the body...
+            time.sleep(0.05)
+            peer.sendall(answer[12:])  # ... and the rest, later
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    wire = Wire(f"127.0.0.1:{server.getsockname()[1]}", 5.0, Decoder(), busy_poll=0.5)
+    wire.exchange(b"\0" * 8, 5.0)
+    thread.join(10)
+    server.close()
+    assert wire.decoder.next_message() == 7
+    assert (wire.busy_poll.hits, wire.busy_poll.sleeps) == (1, 0)
+    wire.close()

@@ -81,9 +81,9 @@ def test_url_ipv6_hosts():
 
 def test_url_connect_options_are_typed():
     _, kwargs = connect_args(
-        "dqlite://h:1/app?timeout=3&busy_timeout=0.5&cached_statements=16&max_message_size=4096")
-    assert kwargs == {"timeout": 3.0, "busy_timeout": 0.5, "cached_statements": 16, "max_message_size": 4096,
-                      "autocommit": False, "parse_datetimes": False}
+        "dqlite://h:1/app?timeout=3&busy_timeout=0.5&busy_poll=0&cached_statements=16&max_message_size=4096")
+    assert kwargs == {"timeout": 3.0, "busy_timeout": 0.5, "busy_poll": 0.0, "cached_statements": 16,
+                      "max_message_size": 4096, "autocommit": False, "parse_datetimes": False}
 
 
 @pytest.mark.parametrize("url, message", [
