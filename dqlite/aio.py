@@ -25,15 +25,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from ssl import SSLContext
 from typing import Any, NoReturn
 
 from dqlite._protocol import Decoder
+from dqlite._sockio import BusyPoll
 from dqlite._session import (
     CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, Op, ResultState, Parameters, SendSoon, Session, Sleep,
 )
-from dqlite._wire import QUICKACK, parse_address
+from dqlite._wire import DEFAULT_BUSY_POLL, QUICKACK, parse_address
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
     ConnectionLostError,
@@ -52,11 +54,55 @@ log = logging.getLogger("dqlite")
 _HIGH_WATER = 1 << 20
 
 
+class _LoopPoller:
+    """Keeps an event loop polling, not sleeping, while an answer is due soon.
+
+    The asyncio form of ``dqlite._sockio.BusyPoll``: while a wait polls, a
+    callback that schedules itself again makes the loop select with no
+    timeout, so the answer is taken in by the loop's next turn instead of
+    by a sleeping thread that has to be woken (see ``BusyPoll``).  Other
+    callbacks and sockets are served as usual meanwhile.  One per loop
+    (which it does not keep alive: ``_pollers`` is keyed weakly on it).
+    """
+
+    __slots__ = ("until", "running")
+
+    def __init__(self) -> None:
+        self.until = 0.0
+        self.running = False
+
+    def poll_until(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+        if until > self.until:
+            self.until = until
+        if not self.running:
+            self.running = True
+            loop.call_soon(self._turn, loop)
+
+    def _turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop.time() < self.until:
+            loop.call_soon(self._turn, loop)
+        else:
+            self.running = False
+
+
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPoller] = weakref.WeakKeyDictionary()
+
+
+def _poller(loop: asyncio.AbstractEventLoop) -> _LoopPoller:
+    poller = _pollers.get(loop)
+    if poller is None:
+        poller = _pollers[loop] = _LoopPoller()
+    return poller
+
+
 class _StreamProtocol(asyncio.BufferedProtocol):
     """Receives into the decoder's buffer and wakes the waiting operation."""
 
-    def __init__(self, decoder: Decoder) -> None:
+    def __init__(self, decoder: Decoder, busy_poll: float = 0.0) -> None:
         self.decoder = decoder
+        self.busy_poll = BusyPoll(busy_poll)
+        self.poller: _LoopPoller | None = None
+        self.polled_until = 0.0  # while a wait polls: when its window ends
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.lost: Exception | None = None
@@ -69,6 +115,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.loop = asyncio.get_running_loop()
+        if self.busy_poll.window_ns:
+            self.poller = _poller(self.loop)
         self.sock = transport.get_extra_info("socket") if QUICKACK else None
 
     def write(self, data: bytes) -> None:
@@ -119,6 +167,9 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
+            if self.polled_until:
+                self.busy_poll.end_wait(self.loop.time() <= self.polled_until)  # type: ignore[union-attr]
+                self.polled_until = 0.0
             if not waiter.done():
                 waiter.set_result(None)
         elif decoder.buffered > _HIGH_WATER and not self.paused and self.transport is not None:
@@ -147,8 +198,20 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             self.flush()
         if self.received_since_write and self.sock is not None:
             self._quickack()
-        waiter = self.loop.create_future()  # type: ignore[union-attr]
+        loop = self.loop
+        waiter = loop.create_future()  # type: ignore[union-attr]
         self.waiter = waiter
+        # Polls for the first answer after a request, not for the rest of a
+        # stream (see dqlite._wire.Wire._receive).
+        if self.poller is not None and not self.received_since_write:
+            if self.polled_until:  # the last wait that polled got no answer (cancelled)
+                self.busy_poll.end_wait(False)
+            window = self.busy_poll.start_wait()
+            if window:
+                self.polled_until = until = loop.time() + window  # type: ignore[union-attr]
+                self.poller.poll_until(loop, until)  # type: ignore[arg-type]
+            else:
+                self.polled_until = 0.0
         return waiter
 
 
@@ -163,6 +226,7 @@ async def connect(
     max_message_size: int = 1 << 30,
     ssl: SSLContext | None = None,
     busy_timeout: float = 5.0,
+    busy_poll: float = DEFAULT_BUSY_POLL,
 ) -> AsyncConnection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -170,12 +234,16 @@ async def connect(
     ``dqlite.connect``; ``timeout`` bounds the leader search and then the
     wait for each answer, counted from its request (a timed-out operation
     raises an ``OperationalError`` and closes the connection, which
-    reconnects on its next use).
+    reconnects on its next use).  ``busy_poll`` keeps the event loop
+    polling (selecting with no timeout, serving everything else as usual)
+    for up to that many seconds while an answer is awaited, instead of
+    letting it sleep.
     """
     session = Session(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-        max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout)
+        max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout,
+        busy_poll=busy_poll)
     conn = AsyncConnection(session)
     await conn._run(session.connect())
     return conn
@@ -381,7 +449,7 @@ class AsyncConnection(ConnectionBase):
     async def _open(self, request: Connect) -> None:
         host, port = parse_address(request.address)
         loop = asyncio.get_running_loop()
-        protocol = _StreamProtocol(self._session.decoder)
+        protocol = _StreamProtocol(self._session.decoder, self._session.busy_poll)
         try:
             async with asyncio.timeout(request.timeout):
                 if self._session.ssl is None:

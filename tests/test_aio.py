@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 
 import pytest
 
@@ -277,3 +278,88 @@ def test_an_unexpected_exception_midway_through_a_query_drops_the_socket(dqlite_
         await conn.close()
 
     run(main())
+
+
+# -- busy polling: the event loop polls while an answer is due (_LoopPoller) ----
+
+
+async def _waits_answered_after(window: float, delays: list[float]):
+    """A protocol on one end of a socket pair sends a request and awaits its
+    answer per delay, the other end answering that many seconds later."""
+    from dqlite._protocol import Decoder
+    from dqlite.aio import _StreamProtocol
+
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    protocol = _StreamProtocol(Decoder(), window)
+    await loop.create_connection(lambda: protocol, sock=ours)
+    try:
+        for delay in delays:
+            protocol.write(b"request!")
+            waiter = protocol.wait_for_input()
+            loop.call_later(delay, theirs.send, b"x" * 8)
+            await asyncio.wait_for(waiter, 5)
+        return protocol
+    finally:
+        protocol.transport.close()
+        theirs.close()
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_the_loop_polls_for_an_answer_due_within_the_window(loop_kind):
+    protocol = run(_waits_answered_after(0.5, [0.001, 0.001]), loop_kind)
+    assert (protocol.busy_poll.hits, protocol.busy_poll.sleeps) == (2, 0)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_answers_later_than_the_window_stop_the_loop_polling(loop_kind):
+    async def late_answers():
+        protocol = await _waits_answered_after(1e-4, [0.02, 0.02, 0.02])
+        await asyncio.sleep(0.01)  # past every window
+        return protocol
+
+    protocol = run(late_answers(), loop_kind)
+    assert (protocol.busy_poll.hits, protocol.busy_poll.sleeps, protocol.busy_poll.polling) == (0, 3, False)
+    assert not protocol.poller.running  # the loop sleeps again
+
+
+def test_the_rest_of_a_stream_is_not_polled_for():
+    async def main():
+        from dqlite._protocol import Decoder
+        from dqlite.aio import _StreamProtocol
+
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        protocol = _StreamProtocol(Decoder(), 0.5)
+        await loop.create_connection(lambda: protocol, sock=ours)
+        protocol.write(b"request!")
+        for _ in range(3):  # the answer, then two more batches of it
+            waiter = protocol.wait_for_input()
+            loop.call_later(0.001, theirs.send, b"x" * 8)
+            await asyncio.wait_for(waiter, 5)
+        protocol.transport.close()
+        theirs.close()
+        return protocol
+
+    protocol = run(main())
+    assert (protocol.busy_poll.hits, protocol.busy_poll.sleeps) == (1, 0)
+
+
+def test_busy_poll_zero_leaves_the_loop_alone():
+    protocol = run(_waits_answered_after(0, [0.001]))
+    assert protocol.poller is None and protocol.busy_poll.hits == 0
+
+
+def test_an_event_loop_is_not_kept_alive_by_its_poller():
+    import gc
+    import weakref
+
+    from dqlite.aio import _pollers
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(_waits_answered_after(0.5, [0.001]))
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None and not _pollers
