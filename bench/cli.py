@@ -165,7 +165,7 @@ def plan(
     for wid in workload_ids:
         w = WORKLOADS[wid]
         for driver in w.apis:
-            if driver in ("wire", "wire.aio"):
+            if driver.startswith("wire"):
                 contestants.append(Contestant(wid, "dqlite", driver, "floor", sys.executable))
                 continue
             contestants.append(Contestant(wid, "dqlite", driver, "ours", sys.executable))

@@ -18,12 +18,16 @@ import asyncio
 import socket
 import struct
 import sys
+import time
 
 PROTOCOL_VERSION = 1
 REQ_LEADER, REQ_OPEN, REQ_PREPARE, REQ_QUERY, REQ_QUERY_SQL = 0, 3, 4, 6, 9
 RESP_FAILURE, RESP_SERVER, RESP_DB, RESP_STMT, RESP_ROWS = 0, 1, 4, 5, 7
 DONE = b"\xff" * 8
 PART = b"\xee" * 8
+#: How long the polled floors poll for an answer before they sleep: the
+#: drivers' default busy-poll window (dqlite.connect's busy_poll).
+POLL_WINDOW = 50e-6
 
 _HEADER = struct.Struct("<IBBH")  # words, type, schema, extra
 _U64 = struct.Struct("<Q")
@@ -164,16 +168,39 @@ class RawConnection:
             raise WireError(f"PREPARE answered with message type {mtype}")
         return _STMT.unpack_from(self.buf, body)[1]
 
-    def point_query(self, stmt_id: int, value: int) -> None:
+    def point_query(self, stmt_id: int, value: int, poll: float = 0.0) -> None:
         """QUERY a prepared statement with one integer; read the answer, framing only.
 
         What W1 costs below any driver: one request, one ROWS message, one
-        receive.
+        receive.  ``poll``: seconds to poll for the answer before sleeping
+        on it (``poll_answer``).
         """
         self.send(_QUERY_ONE_INT.pack(3, REQ_QUERY, 0, 0, 0, stmt_id, 1, 1, value))
+        if poll:
+            self.poll_answer(poll)
         mtype, _, _ = self.read_message()
         if mtype != RESP_ROWS:
             raise WireError(f"QUERY answered with message type {mtype}")
+
+    def poll_answer(self, window: float) -> None:
+        """Take in what arrives within ``window`` seconds without sleeping:
+        non-blocking receives in a loop (the GIL held: a floor runs alone)."""
+        if self.start == self.end:
+            self.start = self.end = 0
+        view = memoryview(self.buf)[self.end :]
+        deadline = time.perf_counter() + window
+        while True:
+            try:
+                n = self.sock.recv_into(view, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                if time.perf_counter() >= deadline:
+                    return
+                continue
+            if n == 0:
+                raise WireError("the server closed the connection")
+            self.received_since_send = True
+            self.end += n
+            return
 
     def capture(self, sql: str) -> bytes:
         """The raw bytes of ``sql``'s whole ROWS response (for the micro-benchmarks)."""
@@ -197,19 +224,21 @@ class AsyncPointQueries(asyncio.BufferedProtocol):
     loop's wake-ups and its callbacks.
     """
 
-    def __init__(self, stmt_id: int) -> None:
+    def __init__(self, stmt_id: int, poll: float = 0.0) -> None:
         self.stmt_id = stmt_id
+        self.poll = poll  # seconds the loop polls for an answer (see point_query)
+        self.polling_until = 0.0
         self.buf = bytearray(1 << 16)
         self.end = 0
         self.waiter: asyncio.Future[None] | None = None
         self.transport: asyncio.Transport | None = None
 
     @classmethod
-    async def open(cls, raw: RawConnection, stmt_id: int) -> AsyncPointQueries:
+    async def open(cls, raw: RawConnection, stmt_id: int, poll: float = 0.0) -> AsyncPointQueries:
         """Take over ``raw``'s socket (handshaken, database open, statement prepared)."""
         raw.sock.setblocking(False)
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(lambda: cls(stmt_id), sock=raw.sock)
+        _, protocol = await loop.create_connection(lambda: cls(stmt_id, poll), sock=raw.sock)
         return protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -241,10 +270,22 @@ class AsyncPointQueries(asyncio.BufferedProtocol):
             waiter.set_exception(WireError(f"the connection was lost: {exc}"))
 
     async def point_query(self, value: int) -> None:
-        """What ``RawConnection.point_query`` does, awaited."""
-        self.waiter = waiter = asyncio.get_running_loop().create_future()
+        """What ``RawConnection.point_query`` does, awaited.
+
+        With ``poll``, a callback that schedules itself again keeps the loop
+        selecting without a timeout (polling) for up to that many seconds.
+        """
+        loop = asyncio.get_running_loop()
+        self.waiter = waiter = loop.create_future()
         self.transport.write(_QUERY_ONE_INT.pack(3, REQ_QUERY, 0, 0, 0, self.stmt_id, 1, 1, value))  # type: ignore[union-attr]
+        if self.poll:
+            self.polling_until = loop.time() + self.poll
+            loop.call_soon(self._keep_polling, loop)
         await waiter
+
+    def _keep_polling(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.waiter is not None and loop.time() < self.polling_until:
+            loop.call_soon(self._keep_polling, loop)
 
     def close(self) -> None:
         if self.transport is not None:

@@ -37,7 +37,12 @@ class Contestant:
 
 
 #: The floors' driver kinds, by name.
-FLOOR_NAMES = {"wire": "raw socket", "wire.aio": "raw asyncio"}
+FLOOR_NAMES = {
+    "wire": "raw socket",
+    "wire.poll": "raw socket, polled",
+    "wire.aio": "raw asyncio",
+    "wire.aio.poll": "raw asyncio, polled",
+}
 
 
 def driver_label(client: str, driver: str) -> str:
@@ -290,10 +295,17 @@ def _w1(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
 
 
 def _w1_floor(rows: list[Row], driver: str) -> Row | None:
-    """The W1 floor to hold ``driver``'s CPU against: the raw socket, through asyncio for async drivers."""
+    """The W1 floor to hold ``driver``'s CPU against: the raw socket, through
+    asyncio for async drivers, polled for the answers as our drivers do."""
     if driver in ("aio", "sa.aio"):
-        return find(rows, "W1", "floor", "wire.aio") or find(rows, "W1", "floor", "wire")
-    return find(rows, "W1", "floor", "wire")
+        kinds = ("wire.aio.poll", "wire.aio", "wire.poll", "wire")
+    else:
+        kinds = ("wire.poll", "wire")
+    for kind in kinds:
+        floor = find(rows, "W1", "floor", kind)
+        if floor is not None:
+            return floor
+    return None
 
 
 def _w2_floor(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:

@@ -7,7 +7,9 @@ Driver kinds (``api``):
 * ``sa``: a SQLAlchemy engine (``create_engine``), Core or ORM;
 * ``sa.aio``: a SQLAlchemy ``create_async_engine``;
 * ``wire``: the raw socket of ``bench.floor`` (W1 and W8: the floors);
-* ``wire.aio``: that socket driven by an asyncio event loop (W1's asyncio floor).
+* ``wire.aio``: that socket driven by an asyncio event loop (W1's asyncio floor);
+* ``wire.poll``, ``wire.aio.poll``: the same, polling for each answer before
+  sleeping on it, as the drivers do by default (W1's floors for them).
 
 Each function connects and warms up outside the measured part, then measures
 exactly the work the workload names inside ``measure()`` (wall time and the
@@ -71,7 +73,7 @@ class Workload:
 WORKLOADS: dict[str, Workload] = {
     w.id: w
     for w in (
-        Workload("W1", "point", "q/s", ("dbapi", "aio", "wire", "wire.aio"), "dbapi"),
+        Workload("W1", "point", "q/s", ("dbapi", "aio", "wire", "wire.poll", "wire.aio", "wire.aio.poll"), "dbapi"),
         Workload("W2", "fetch", "s", ("dbapi", "aio"), "dbapi"),
         Workload("W3", "insert", "rows/s", ("dbapi", "aio"), "dbapi"),
         Workload("W4", "core", "s", ("sa",), "sa"),
@@ -551,33 +553,41 @@ async def w7_sa_aio(client: Client, p: Params) -> Measurement:
 # -- W8 ----------------------------------------------------------------------------
 
 
-def w1_wire(client: Client, p: Params) -> Measurement:
+def w1_wire(client: Client, p: Params, poll: float = 0.0) -> Measurement:
     """W1's queries on a raw socket: the request bytes and the answer's framing only.
 
     The per-query CPU of the kernel and the interpreter under any client of
-    this machine: what W1's client CPU is held against.
+    this machine: what W1's client CPU is held against.  ``poll``: seconds
+    each answer is polled for before the receive sleeps.
     """
     from bench import floor
 
     conn = floor.connect_leader(client.addresses, client.database)
     stmt_id = conn.prepare(POINT_SQL)
     for i in p.ids(200, seed=1):
-        conn.point_query(stmt_id, i)
+        conn.point_query(stmt_id, i, poll)
     ids = p.ids(W1_QUERIES, seed=2)
     with measure() as m:
         for i in ids:
-            conn.point_query(stmt_id, i)
+            conn.point_query(stmt_id, i, poll)
     conn.close()
     m.count = len(ids)
     return m
 
 
-async def w1_wire_aio(client: Client, p: Params) -> Measurement:
+def w1_wire_poll(client: Client, p: Params) -> Measurement:
+    """``w1_wire``, polling for each answer as the drivers do by default."""
+    from bench import floor
+
+    return w1_wire(client, p, floor.POLL_WINDOW)
+
+
+async def w1_wire_aio(client: Client, p: Params, poll: float = 0.0) -> Measurement:
     """``w1_wire`` through an asyncio event loop: what W1's asyncio CPU is held against."""
     from bench import floor
 
     raw = floor.connect_leader(client.addresses, client.database)
-    conn = await floor.AsyncPointQueries.open(raw, raw.prepare(POINT_SQL))
+    conn = await floor.AsyncPointQueries.open(raw, raw.prepare(POINT_SQL), poll)
     for i in p.ids(200, seed=1):
         await conn.point_query(i)
     ids = p.ids(W1_QUERIES, seed=2)
@@ -587,6 +597,13 @@ async def w1_wire_aio(client: Client, p: Params) -> Measurement:
     conn.close()
     m.count = len(ids)
     return m
+
+
+async def w1_wire_aio_poll(client: Client, p: Params) -> Measurement:
+    """``w1_wire_aio``, the loop polling for each answer as the asyncio driver's does by default."""
+    from bench import floor
+
+    return await w1_wire_aio(client, p, floor.POLL_WINDOW)
 
 
 def w8_wire(client: Client, p: Params) -> Measurement:
@@ -608,7 +625,9 @@ IMPLEMENTATIONS: dict[tuple[str, str], Callable[[Client, Params], Any]] = {
     ("W1", "dbapi"): w1_dbapi,
     ("W1", "aio"): w1_aio,
     ("W1", "wire"): w1_wire,
+    ("W1", "wire.poll"): w1_wire_poll,
     ("W1", "wire.aio"): w1_wire_aio,
+    ("W1", "wire.aio.poll"): w1_wire_aio_poll,
     ("W2", "dbapi"): w2_dbapi,
     ("W2", "aio"): w2_aio,
     ("W3", "dbapi"): w3_dbapi,

@@ -24,7 +24,8 @@ def test_every_workload_runs_and_is_reported(dqlite_cluster, tmp_path):
     expected = {(w, "ours", d) for w, d in [
         ("W1", "dbapi"), ("W1", "aio"), ("W2", "dbapi"), ("W2", "aio"), ("W3", "dbapi"), ("W3", "aio"),
         ("W4", "sa"), ("W5", "sa"), ("W6", "sa"), ("W6", "dbapi"), ("W7", "sa.aio"), ("W7", "aio")]}
-    expected |= {("W1", "floor", "wire"), ("W1", "floor", "wire.aio"), ("W8", "floor", "wire")}
+    expected |= {("W1", "floor", "wire"), ("W1", "floor", "wire.poll"), ("W1", "floor", "wire.aio"),
+                 ("W1", "floor", "wire.aio.poll"), ("W8", "floor", "wire")}
     expected |= {(w, "ref", d) for w, d in [("W1", "dbapi"), ("W2", "dbapi"), ("W3", "dbapi"), ("W4", "sa"),
                                              ("W5", "sa"), ("W6", "sa")]}
     if importlib.util.find_spec("aiosqlite") is not None:  # the bench extra; make test installs the test extra
