@@ -72,8 +72,9 @@ def connect(
     way.  A stale read snapshot (SQLITE_BUSY_SNAPSHOT) is never waited for:
     only a new transaction can see the new data.
 
-    ``busy_poll``: how long, in seconds, a wait for an answer first polls
-    the socket (with the GIL released) before sleeping; 0 never polls.  An
+    ``busy_poll``: how long, in seconds (at most 0.001), a wait for an
+    answer first polls the socket (with the GIL released) before sleeping;
+    0 never polls.  An
     answer from a nearby node comes sooner than a sleeping thread, or an
     idle virtual CPU, can be woken for it: polling cut a point query's
     round trip from about 70 to 25 us on a 2-CPU VM, at the same client
