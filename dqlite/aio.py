@@ -519,6 +519,21 @@ class AsyncConnection(ConnectionBase):
         if not self._end_read_only_now("ROLLBACK"):
             await self._run(self._session.rollback())
 
+    def rollback_nowait(self) -> bool:
+        """``rollback()`` where it needs no awaiting; False, having done nothing, where it does.
+
+        No await is needed when no transaction is open, or when the open one
+        only read: its end goes out now, and its answer is read with the next
+        request, as ``await rollback()`` would do.  For code that calls the
+        driver from synchronous code through a bridge where each await costs
+        a switch (SQLAlchemy's asyncio dialect, resetting a pooled connection).
+        """
+        if self._end_read_only_now("ROLLBACK"):
+            return True
+        session = self._session
+        return (not session.in_transaction and session.transaction_lost is None and not session.closed
+                and not self._busy and self._pending_error is None)
+
     def _end_read_only_now(self, sql: str) -> bool:
         """commit()/rollback() of a transaction that only read, without a
         session generator (Session.end_read_only_now); False: not the case

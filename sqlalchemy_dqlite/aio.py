@@ -196,7 +196,9 @@ class AsyncAdapt_dqlite_connection:
         await_(self._connection.commit())
 
     def rollback(self) -> None:
-        await_(self._connection.rollback())
+        # The pool's reset after a read-only transaction: no switch to the loop.
+        if not self._connection.rollback_nowait():
+            await_(self._connection.rollback())
 
     def close(self) -> None:
         await_(self._connection.close())

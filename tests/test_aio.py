@@ -363,3 +363,27 @@ def test_an_event_loop_is_not_kept_alive_by_its_poller():
     del loop
     gc.collect()
     assert gone() is None and not _pollers
+
+
+def test_rollback_nowait_ends_only_what_needs_no_await(dqlite_cluster, dqlite_database):
+    async def count(conn) -> int:
+        return (await (await conn.execute("SELECT count(*) FROM t")).fetchall())[0][0]
+
+    async def main():
+        conn = await dqlite.aio.connect(dqlite_cluster.addresses, dqlite_database)
+        observer = await dqlite.aio.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True)
+        await observer.execute("CREATE TABLE t (x)")
+        assert conn.rollback_nowait()  # no transaction: nothing to do
+        assert await count(conn) == 0 and conn.in_transaction
+        assert conn.rollback_nowait() and not conn.in_transaction  # one that only read ends at once...
+        await observer.execute("INSERT INTO t VALUES (1)")
+        assert await count(conn) == 1  # ... for real: the next read has a new snapshot
+        await conn.execute("INSERT INTO t VALUES (2)")
+        assert not conn.rollback_nowait() and conn.in_transaction  # one that wrote must be awaited
+        await conn.rollback()
+        assert await count(observer) == 1
+        await conn.close()
+        assert not conn.rollback_nowait()  # closed: rollback() says why
+        await observer.close()
+
+    run(main())
