@@ -217,6 +217,25 @@ cdef class BusyPoll:
         return _SLEEP_AFTER_POLL
 
 
+def poll_into_decoder(int fd, decoder, BusyPoll poll):
+    """Receive into ``decoder`` what arrives within ``poll``'s window, never sleeping.
+
+    The byte count; 0 when nothing came in time (or ``poll`` has stopped
+    polling), and also at the end of the stream or on a socket error, which
+    are left for the caller's ordinary receive to find.  For an event loop
+    with nothing else to run (``dqlite.aio``): the GIL is released meanwhile.
+    """
+    cdef Py_ssize_t room
+    cdef char* buf = decoder_free_space(decoder, &room)
+    cdef ssize_t n
+    with nogil:
+        n = poll.try_receive(fd, buf, <size_t>room)
+    if n <= 0:
+        return 0
+    decoder_received(decoder, n)
+    return n
+
+
 def recv_into_decoder(int fd, decoder, BusyPoll poll=None):
     """Receive what arrives next into ``decoder`` (a ``Decoder``), waiting for it.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import threading
 
 import pytest
 
@@ -296,9 +297,8 @@ async def _waits_answered_after(window: float, delays: list[float]):
     try:
         for delay in delays:
             protocol.write(b"request!")
-            waiter = protocol.wait_for_input()
             loop.call_later(delay, theirs.send, b"x" * 8)
-            await asyncio.wait_for(waiter, 5)
+            await asyncio.wait_for(protocol.wait_for_input(), 5)
         return protocol
     finally:
         protocol.transport.close()
@@ -334,15 +334,52 @@ def test_the_rest_of_a_stream_is_not_polled_for():
         await loop.create_connection(lambda: protocol, sock=ours)
         protocol.write(b"request!")
         for _ in range(3):  # the answer, then two more batches of it
-            waiter = protocol.wait_for_input()
             loop.call_later(0.001, theirs.send, b"x" * 8)
-            await asyncio.wait_for(waiter, 5)
+            await asyncio.wait_for(protocol.wait_for_input(), 5)
         protocol.transport.close()
         theirs.close()
         return protocol
 
     protocol = run(main())
     assert (protocol.busy_poll.hits, protocol.busy_poll.sleeps) == (1, 0)
+
+
+async def _wait_answered_by_a_thread(ready_callback: bool):
+    """A request whose answer another thread sends 1 ms later; with
+    ``ready_callback``, the loop has a callback to run meanwhile."""
+    from dqlite._protocol import Decoder
+    from dqlite.aio import _StreamProtocol
+
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    protocol = _StreamProtocol(Decoder(), 0.5)
+    await loop.create_connection(lambda: protocol, sock=ours)
+    ran: list[bool] = []
+    try:
+        protocol.write(b"request!")
+        if ready_callback:
+            loop.call_soon(ran.append, True)
+        threading.Timer(0.001, theirs.send, (b"x" * 8,)).start()
+        waiter = protocol.wait_for_input()
+        done_at_once = waiter.done()
+        await asyncio.wait_for(waiter, 5)
+        return protocol, done_at_once, ran
+    finally:
+        protocol.transport.close()
+        theirs.close()
+
+
+def test_an_idle_loop_takes_the_answer_in_place():
+    protocol, done_at_once, _ = run(_wait_answered_by_a_thread(ready_callback=False))
+    assert done_at_once and protocol.decoder.buffered == 8
+    assert (protocol.busy_poll.hits, protocol.busy_poll.sleeps) == (1, 0)
+    assert not protocol.poller.running  # the loop itself never polled
+
+
+def test_a_loop_with_work_to_do_is_not_held_up_by_a_poll():
+    protocol, done_at_once, ran = run(_wait_answered_by_a_thread(ready_callback=True))
+    assert not done_at_once and ran == [True]
+    assert (protocol.busy_poll.hits, protocol.busy_poll.sleeps) == (1, 0)  # the loop polled instead
 
 
 def test_busy_poll_zero_leaves_the_loop_alone():
