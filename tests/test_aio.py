@@ -281,7 +281,7 @@ def test_an_unexpected_exception_midway_through_a_query_drops_the_socket(dqlite_
     run(main())
 
 
-# -- busy polling: the event loop polls while an answer is due (_LoopPoller) ----
+# -- busy polling: the event loop polls while an answer is due (_LoopState) ----
 
 
 async def _waits_answered_after(window: float, delays: list[float]):
@@ -320,7 +320,7 @@ def test_answers_later_than_the_window_stop_the_loop_polling(loop_kind):
 
     protocol = run(late_answers(), loop_kind)
     assert (protocol.busy_poll.hits, protocol.busy_poll.sleeps, protocol.busy_poll.polling) == (0, 3, False)
-    assert not protocol.poller.running  # the loop sleeps again
+    assert not protocol.shared.running  # the loop sleeps again
 
 
 def test_the_rest_of_a_stream_is_not_polled_for():
@@ -373,7 +373,7 @@ def test_an_idle_loop_takes_the_answer_in_place():
     protocol, done_at_once, _ = run(_wait_answered_by_a_thread(ready_callback=False))
     assert done_at_once and protocol.decoder.buffered == 8
     assert (protocol.busy_poll.hits, protocol.busy_poll.sleeps) == (1, 0)
-    assert not protocol.poller.running  # the loop itself never polled
+    assert not protocol.shared.running  # the loop itself never polled
 
 
 def test_a_loop_with_work_to_do_is_not_held_up_by_a_poll():
@@ -384,14 +384,14 @@ def test_a_loop_with_work_to_do_is_not_held_up_by_a_poll():
 
 def test_busy_poll_zero_leaves_the_loop_alone():
     protocol = run(_waits_answered_after(0, [0.001]))
-    assert protocol.poller is None and protocol.busy_poll.hits == 0
+    assert not protocol.polls and protocol.busy_poll.hits == 0
 
 
-def test_an_event_loop_is_not_kept_alive_by_its_poller():
+def test_an_event_loop_is_not_kept_alive_by_its_state():
     import gc
     import weakref
 
-    from dqlite.aio import _pollers
+    from dqlite.aio import _loop_states
 
     loop = asyncio.new_event_loop()
     loop.run_until_complete(_waits_answered_after(0.5, [0.001]))
@@ -399,7 +399,92 @@ def test_an_event_loop_is_not_kept_alive_by_its_poller():
     gone = weakref.ref(loop)
     del loop
     gc.collect()
-    assert gone() is None and not _pollers
+    assert gone() is None and not _loop_states
+
+
+# -- sends: queries held back while other callbacks are ready (_LoopState) ----
+
+
+async def _two_connections():
+    from dqlite._protocol import Decoder
+    from dqlite.aio import _StreamProtocol
+
+    loop = asyncio.get_running_loop()
+    pairs = []
+    for _ in range(2):
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        protocol = _StreamProtocol(Decoder())
+        await loop.create_connection(lambda: protocol, sock=ours)
+        pairs.append((protocol, theirs))
+    return pairs
+
+
+def _arrived(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(100)
+    except BlockingIOError:
+        return b""
+
+
+def test_queries_sent_while_other_callbacks_are_ready_go_out_together():
+    async def main():
+        loop = asyncio.get_running_loop()
+        (first, first_peer), (second, second_peer) = await _two_connections()
+        first.shared.last_send = loop.time() - 1  # the node has been idle: it may sleep
+        loop.call_soon(lambda: None)  # the loop has more to run in this iteration
+        first.write_soon(b"end;")  # the end of a read-only transaction: goes with the query
+        first.send_query(b"q1")
+        second.send_query(b"q2")
+        held = (_arrived(first_peer), _arrived(second_peer))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        sent = (_arrived(first_peer), _arrived(second_peer))
+        for protocol, peer in ((first, first_peer), (second, second_peer)):
+            protocol.transport.close()
+            peer.close()
+        return held, sent
+
+    held, sent = run(main())
+    assert held == (b"", b"") and sent == (b"end;q1", b"q2")
+
+
+def test_a_query_goes_out_at_once_to_an_idle_loop_or_a_node_at_work():
+    async def main():
+        loop = asyncio.get_running_loop()
+        (first, first_peer), (second, second_peer) = await _two_connections()
+        first.shared.last_send = loop.time() - 1
+        first.send_query(b"q1")  # nothing else ready: no one to wait for
+        at_once = [_arrived(first_peer)]
+        loop.call_soon(lambda: None)
+        second.send_query(b"q2")  # the node was sent q1 just now
+        at_once.append(_arrived(second_peer))
+        for protocol, peer in ((first, first_peer), (second, second_peer)):
+            protocol.transport.close()
+            peer.close()
+        return at_once
+
+    assert run(main()) == [b"q1", b"q2"]
+
+
+def test_fetchall_nowait_takes_only_a_result_that_has_all_arrived(dqlite_cluster, dqlite_database):
+    many = "WITH RECURSIVE k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < ?) SELECT x FROM k"
+
+    async def main():
+        conn = await dqlite.aio.connect(dqlite_cluster.addresses, dqlite_database)
+        cur = conn.cursor()
+        assert cur.fetchall_nowait() is None  # no result
+        await cur.execute("SELECT 1, 'one'")
+        assert cur.fetchall_nowait() == [(1, "one")]
+        assert cur.fetchall_nowait() == []  # taken
+        await cur.execute(many, (50000,))  # several batches: the rest is still to come
+        assert cur.fetchall_nowait() is None
+        assert len(await cur.fetchall()) == 50000
+        await cur.execute("SELECT 2")
+        await conn.close()
+        assert cur.fetchall_nowait() is None  # closed: fetchall() says why
+
+    run(main())
 
 
 def test_rollback_nowait_ends_only_what_needs_no_await(dqlite_cluster, dqlite_database):
