@@ -45,7 +45,7 @@ class AsyncAdapt_dqlite_cursor:
 
     def __init__(self, adapt_connection: AsyncAdapt_dqlite_connection) -> None:
         self._adapt_connection = adapt_connection
-        self._cursor = adapt_connection._connection.cursor()
+        self._cursor = self._driver_cursor(adapt_connection)
         self.description: tuple | None = None
         self.rowcount = -1
         self.lastrowid: int | None = None
@@ -53,11 +53,20 @@ class AsyncAdapt_dqlite_cursor:
         self._rows: list = []
         self._pos = 0
 
-    async def _execute(self, operation: str, parameters: Sequence[Any] | None) -> None:
+    def _driver_cursor(self, adapt_connection: AsyncAdapt_dqlite_connection) -> Any:
+        return adapt_connection.driver_cursor()
+
+    def _took_result(self) -> None:
+        """The statement ran: take its whole result (awaiting the rest of it only if it has not all arrived)."""
         cursor = self._cursor
-        await cursor.execute(operation, () if parameters is None else parameters)
         description = cursor.description
-        self._rows = await cursor.fetchall() if description is not None else []
+        if description is None:
+            rows: list = []
+        else:
+            rows = cursor.fetchall_nowait()  # type: ignore[assignment]
+            if rows is None:
+                rows = await_(cursor.fetchall())
+        self._rows = rows
         self._pos = 0
         self.description = description
         self.rowcount = cursor.rowcount
@@ -73,7 +82,8 @@ class AsyncAdapt_dqlite_cursor:
         self.lastrowid = cursor.lastrowid
 
     def execute(self, operation: str, parameters: Sequence[Any] | None = None) -> None:
-        await_(self._execute(operation, parameters))
+        await_(self._cursor.execute(operation, () if parameters is None else parameters))
+        self._took_result()
 
     def executemany(self, operation: str, seq_of_parameters: Any) -> None:
         await_(self._executemany(operation, seq_of_parameters))
@@ -133,9 +143,11 @@ class AsyncAdapt_dqlite_ss_cursor(AsyncAdapt_dqlite_cursor):
 
     server_side = True
 
-    async def _execute(self, operation: str, parameters: Sequence[Any] | None) -> None:
+    def _driver_cursor(self, adapt_connection: AsyncAdapt_dqlite_connection) -> Any:
+        return adapt_connection._connection.cursor()  # its own: it streams
+
+    def _took_result(self) -> None:
         cursor = self._cursor
-        await cursor.execute(operation, () if parameters is None else parameters)
         self.description = cursor.description
         self.rowcount = cursor.rowcount
         self.lastrowid = cursor.lastrowid
@@ -156,13 +168,22 @@ class AsyncAdapt_dqlite_ss_cursor(AsyncAdapt_dqlite_cursor):
 class AsyncAdapt_dqlite_connection:
     """A DB-API connection over ``dqlite.aio.AsyncConnection``."""
 
-    __slots__ = ("dbapi", "_connection", "__weakref__")
+    __slots__ = ("dbapi", "_connection", "_cursor", "__weakref__")
 
     await_ = staticmethod(await_)
 
     def __init__(self, dbapi: AsyncAdapt_dqlite_dbapi, connection: Any) -> None:
         self.dbapi = dbapi
         self._connection = connection
+        self._cursor: Any = None
+
+    def driver_cursor(self) -> Any:
+        """The driver cursor the buffered cursors share: each takes its whole
+        result as its statement runs, so none needs the driver's after that."""
+        cursor = self._cursor
+        if cursor is None:
+            cursor = self._cursor = self._connection.cursor()
+        return cursor
 
     @property
     def driver_connection(self) -> Any:
