@@ -218,6 +218,12 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             self.pending = None  # the server drops the transaction with the connection
         elif self.pending is not None:
             self.write(b"")
+            if self.polled_until:
+                # A wait polls for the answer to what went out only now:
+                # its window starts now.
+                loop = self.loop
+                self.polled_until = until = self.shared.last_send + self.busy_poll.window
+                self.shared.poll_until(loop, until)  # type: ignore[arg-type]
 
     def _quickack(self) -> None:
         # See dqlite._wire.Wire.fill: what a node writes after a response we

@@ -9,6 +9,7 @@ import asyncio
 import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -447,6 +448,34 @@ def test_queries_sent_while_other_callbacks_are_ready_go_out_together():
 
     held, sent = run(main())
     assert held == (b"", b"") and sent == (b"end;q1", b"q2")
+
+
+def test_a_wait_polls_from_when_its_held_back_query_goes_out():
+    async def main():
+        from dqlite._protocol import Decoder
+        from dqlite.aio import _StreamProtocol
+
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        protocol = _StreamProtocol(Decoder(), 1e-4)
+        await loop.create_connection(lambda: protocol, sock=ours)
+        protocol.shared.last_send = loop.time() - 1
+        loop.call_soon(time.sleep, 0.01)  # the loop has more to run: the query is held back
+        protocol.send_query(b"q1")
+        waiter = protocol.wait_for_input()
+        polled_until = protocol.polled_until
+        sent_at = []
+        loop.call_soon(lambda: loop.call_soon(lambda: sent_at.append(loop.time())))
+        loop.call_later(0.002, theirs.send, b"x" * 8)  # overdue by then: answered as soon as it went out
+        await asyncio.wait_for(waiter, 5)
+        protocol.transport.close()
+        theirs.close()
+        return protocol, polled_until, sent_at[0]
+
+    protocol, polled_until, sent_at = run(main())
+    # The window counted from the wait would have passed while the sleep ran.
+    assert polled_until < sent_at
+    assert protocol.busy_poll.hits == 1 and protocol.busy_poll.sleeps == 0
 
 
 def test_a_query_goes_out_at_once_to_an_idle_loop_or_a_node_at_work():
