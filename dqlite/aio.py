@@ -259,6 +259,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc if exc is not None else EOFError("the server closed the connection")
+        self.fd = -1  # closed next, and its number free for reuse: never to be read in place again
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None

@@ -368,6 +368,7 @@ async def _wait_answered_by_a_thread(ready_callback: bool):
     finally:
         protocol.transport.close()
         theirs.close()
+        await asyncio.sleep(0)  # connection_lost
 
 
 def test_an_idle_loop_takes_the_answer_in_place():
@@ -375,6 +376,7 @@ def test_an_idle_loop_takes_the_answer_in_place():
     assert done_at_once and protocol.decoder.buffered == 8
     assert (protocol.busy_poll.hits, protocol.busy_poll.sleeps) == (1, 0)
     assert not protocol.shared.running  # the loop itself never polled
+    assert protocol.fd == -1  # closed: its number may be another file's now
 
 
 def test_a_loop_with_work_to_do_is_not_held_up_by_a_poll():
