@@ -202,9 +202,9 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         """Send ``data`` at the end of this loop iteration, or with the next write.
 
         For requests whose answer nobody awaits (the end of a read-only
-        transaction): sent after what the other tasks send in the same
-        iteration, or together with this connection's next request, they
-        cost the server fewer wake-ups.
+        transaction), and queries held back by ``send_query``: sent with
+        what the other tasks send in the same iteration, or together with
+        this connection's next request, they cost the node fewer wake-ups.
         """
         if self.pending is None:
             self.pending = data
@@ -221,9 +221,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             if self.polled_until:
                 # A wait polls for the answer to what went out only now:
                 # its window starts now.
-                loop = self.loop
                 self.polled_until = until = self.shared.last_send + self.busy_poll.window
-                self.shared.poll_until(loop, until)  # type: ignore[arg-type]
+                self.shared.poll_until(self.loop, until)  # type: ignore[arg-type]
 
     def _quickack(self) -> None:
         # See dqlite._wire.Wire.fill: what a node writes after a response we
