@@ -322,6 +322,13 @@ class ResultState:
         self._pos = pos + len(out)
         return out
 
+    def _take_rest(self) -> list:
+        """The rest of the current batch (the batch itself when none was taken)."""
+        out = self._rows[self._pos:] if self._pos else self._rows
+        self._rows = []
+        self._pos = 0
+        return out
+
 
 class Session:
     """The state and logic of one connection, minus the I/O (see the module doc)."""

@@ -842,9 +842,7 @@ class AsyncCursor(ResultState):
         connection = self._connection
         if self._description is None or connection is None or connection._session.closed:
             connection = self._check_result()  # raises
-        out = self._rows[self._pos:] if self._pos else self._rows
-        self._rows = []
-        self._pos = 0
+        out = self._take_rest()
         if not self._done:
             session = connection._session
             while not self._done:
@@ -863,9 +861,7 @@ class AsyncCursor(ResultState):
         connection = self._connection
         if not self._done or self._description is None or connection is None or connection._session.closed:
             return None
-        out = self._rows[self._pos:] if self._pos else self._rows
-        self._rows = []
-        self._pos = 0
+        out = self._take_rest()
         factory = self.row_factory
         return out if factory is None else [factory(self, row) for row in out]
 

@@ -509,9 +509,7 @@ class Cursor(ResultState):
         """Every remaining row."""
         if self._description is None or self._connection is None:
             self._check_result()  # raises
-        out = self._rows[self._pos:] if self._pos else self._rows
-        self._rows = []
-        self._pos = 0
+        out = self._take_rest()
         if not self._done:
             connection = self._check()
             run, session = connection._run, connection._session
