@@ -149,7 +149,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         # uvloop): callbacks ready to run, and timers.  For sends held back
         # while callbacks are ready (_LoopState) and waits that poll in place
         # (_loop_is_idle), with the socket and a future that is done (awaiting
-        # it never yields).
+        # it never yields).  Held here, not in the _LoopState: queued handles
+        # hold the loop, which the _LoopState must not keep alive.
         self.ready: Any = None
         self.scheduled: Any = None
         self.fd = -1
@@ -181,13 +182,15 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.answered = self.loop.create_future()  # type: ignore[union-attr]
         self.answered.set_result(None)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> float:
+        """Send ``data`` (after what ``write_soon`` left pending); the loop's time of the send."""
         self.received_since_write = False
         if self.pending is not None:
             data = self.pending + data
             self.pending = None
         self.transport.write(data)  # type: ignore[union-attr]
-        self.shared.last_send = self.loop.time()  # type: ignore[union-attr]
+        self.shared.last_send = now = self.loop.time()  # type: ignore[union-attr]
+        return now
 
     def send_query(self, data: bytes) -> None:
         """Send a query now, or with the others at the end of this loop
@@ -217,11 +220,11 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         if transport is None or transport.is_closing():
             self.pending = None  # the server drops the transaction with the connection
         elif self.pending is not None:
-            self.write(b"")
+            sent_at = self.write(b"")
             if self.polled_until:
                 # A wait polls for the answer to what went out only now:
                 # its window starts now.
-                self.polled_until = until = self.shared.last_send + self.busy_poll.window
+                self.polled_until = until = sent_at + self.busy_poll.window
                 self.shared.poll_until(self.loop, until)  # type: ignore[arg-type]
 
     def _quickack(self) -> None:
@@ -495,10 +498,9 @@ class AsyncConnection(ConnectionBase):
                     if isinstance(request, SendSoon):
                         protocol.write_soon(request.data)
                     else:
-                        protocol.write(request)
                         # Each answer gets the whole timeout from its request: a
                         # long pipelined operation keeps its time while it sends.
-                        self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
+                        self._deadline = protocol.write(request) + self._session.timeout
                 elif request is POLL:
                     pass  # the event loop has taken in whatever arrived
                 elif request is CLOSE:
