@@ -285,16 +285,23 @@ def test_an_unexpected_exception_midway_through_a_query_drops_the_socket(dqlite_
 # -- busy polling: the event loop polls while an answer is due (_LoopState) ----
 
 
-async def _waits_answered_after(window: float, delays: list[float]):
-    """A protocol on one end of a socket pair sends a request and awaits its
-    answer per delay, the other end answering that many seconds later."""
+async def _protocol_on_a_socketpair(window: float):
+    """A ``_StreamProtocol`` (polling for ``window`` seconds) on one end of a
+    socket pair, on the running loop; returns it and the other end."""
     from dqlite._protocol import Decoder
     from dqlite.aio import _StreamProtocol
 
-    loop = asyncio.get_running_loop()
     ours, theirs = socket.socketpair()
     protocol = _StreamProtocol(Decoder(), window)
-    await loop.create_connection(lambda: protocol, sock=ours)
+    await asyncio.get_running_loop().create_connection(lambda: protocol, sock=ours)
+    return protocol, theirs
+
+
+async def _waits_answered_after(window: float, delays: list[float]):
+    """A protocol on one end of a socket pair sends a request and awaits its
+    answer per delay, the other end answering that many seconds later."""
+    loop = asyncio.get_running_loop()
+    protocol, theirs = await _protocol_on_a_socketpair(window)
     try:
         for delay in delays:
             protocol.write(b"request!")
@@ -326,13 +333,8 @@ def test_answers_later_than_the_window_stop_the_loop_polling(loop_kind):
 
 def test_the_rest_of_a_stream_is_not_polled_for():
     async def main():
-        from dqlite._protocol import Decoder
-        from dqlite.aio import _StreamProtocol
-
         loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair()
-        protocol = _StreamProtocol(Decoder(), 0.5)
-        await loop.create_connection(lambda: protocol, sock=ours)
+        protocol, theirs = await _protocol_on_a_socketpair(0.5)
         protocol.write(b"request!")
         for _ in range(3):  # the answer, then two more batches of it
             loop.call_later(0.001, theirs.send, b"x" * 8)
@@ -348,13 +350,8 @@ def test_the_rest_of_a_stream_is_not_polled_for():
 async def _wait_answered_by_a_thread(ready_callback: bool):
     """A request whose answer another thread sends 1 ms later; with
     ``ready_callback``, the loop has a callback to run meanwhile."""
-    from dqlite._protocol import Decoder
-    from dqlite.aio import _StreamProtocol
-
     loop = asyncio.get_running_loop()
-    ours, theirs = socket.socketpair()
-    protocol = _StreamProtocol(Decoder(), 0.5)
-    await loop.create_connection(lambda: protocol, sock=ours)
+    protocol, theirs = await _protocol_on_a_socketpair(0.5)
     ran: list[bool] = []
     try:
         protocol.write(b"request!")
@@ -409,17 +406,9 @@ def test_an_event_loop_is_not_kept_alive_by_its_state():
 
 
 async def _two_connections():
-    from dqlite._protocol import Decoder
-    from dqlite.aio import _StreamProtocol
-
-    loop = asyncio.get_running_loop()
-    pairs = []
-    for _ in range(2):
-        ours, theirs = socket.socketpair()
+    pairs = [await _protocol_on_a_socketpair(0) for _ in range(2)]
+    for _, theirs in pairs:
         theirs.setblocking(False)
-        protocol = _StreamProtocol(Decoder())
-        await loop.create_connection(lambda: protocol, sock=ours)
-        pairs.append((protocol, theirs))
     return pairs
 
 
@@ -454,13 +443,8 @@ def test_queries_sent_while_other_callbacks_are_ready_go_out_together():
 
 def test_a_wait_polls_from_when_its_held_back_query_goes_out():
     async def main():
-        from dqlite._protocol import Decoder
-        from dqlite.aio import _StreamProtocol
-
         loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair()
-        protocol = _StreamProtocol(Decoder(), 1e-4)
-        await loop.create_connection(lambda: protocol, sock=ours)
+        protocol, theirs = await _protocol_on_a_socketpair(1e-4)
         protocol.shared.last_send = loop.time() - 1
         loop.call_soon(time.sleep, 0.01)  # the loop has more to run: the query is held back
         protocol.send_query(b"q1")
