@@ -491,7 +491,7 @@ def write_json(path: str, meta: dict[str, Any], records: list[dict[str, Any]], r
 
 def plot(path: str, rows: list[Row], targets: list[TargetResult], title: str) -> None:
     """A horizontal bar chart of every ``vs ref`` ratio, W2 against the W8 floor and
-    W1's CPU per query against its floor's (the raw socket, polled, through asyncio for asyncio).
+    W1's CPU per query against its floor's (the raw socket, polled, for both drivers).
 
     A bar is green when every target it depicts holds, red when one misses,
     grey when none applies; a black tick marks a ratio target.
@@ -555,7 +555,7 @@ def plot(path: str, rows: list[Row], targets: list[TargetResult], title: str) ->
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("cost relative to the reference in the same run, log scale: sqlite3 on a local file;\n"
                   "for 'W2 vs W8' the W8 floor; for 'W1 CPU' a raw socket's CPU per query\n"
-                  "(polled as our drivers poll; through asyncio for asyncio);\n"
+                  "(polled as our drivers poll);\n"
                   "for 'vs go-dqlite' go-dqlite's database/sql driver\ngreen: targets hold, red: a target misses, grey: no target; "
                   "black tick: a ratio target")
     ax.set_title(title)

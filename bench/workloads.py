@@ -9,7 +9,8 @@ Driver kinds (``api``):
 * ``wire``: the raw socket of ``bench.floor`` (W1 and W8: the floors);
 * ``wire.aio``: that socket driven by an asyncio event loop (W1's asyncio floor);
 * ``wire.poll``, ``wire.aio.poll``: the same, polling for each answer before
-  sleeping on it, as the drivers do by default (W1's floors for them).
+  sleeping on it, as the drivers do by default (``wire.poll`` is W1's floor
+  for both drivers: the asyncio one polls the socket itself when its loop is idle).
 
 Each function connects and warms up outside the measured part, then measures
 exactly the work the workload names inside ``measure()`` (wall time and the
@@ -600,7 +601,7 @@ async def w1_wire_aio(client: Client, p: Params, poll: float = 0.0) -> Measureme
 
 
 async def w1_wire_aio_poll(client: Client, p: Params) -> Measurement:
-    """``w1_wire_aio``, the loop polling for each answer as the asyncio driver's does by default."""
+    """``w1_wire_aio``, the loop polling for each answer, as the asyncio driver's does while it has other work."""
     from bench import floor
 
     return await w1_wire_aio(client, p, floor.POLL_WINDOW)
