@@ -444,15 +444,17 @@ def test_queries_sent_while_other_callbacks_are_ready_go_out_together():
 def test_a_wait_polls_from_when_its_held_back_query_goes_out():
     async def main():
         loop = asyncio.get_running_loop()
-        protocol, theirs = await _protocol_on_a_socketpair(1e-4)
+        # Times leave a loaded machine tens of milliseconds between the send
+        # and the loop's poll; the sleep outlasts the window.
+        protocol, theirs = await _protocol_on_a_socketpair(0.05)
         protocol.shared.last_send = loop.time() - 1
-        loop.call_soon(time.sleep, 0.01)  # the loop has more to run: the query is held back
+        loop.call_soon(time.sleep, 0.2)  # the loop has more to run: the query is held back
         protocol.send_query(b"q1")
         waiter = protocol.wait_for_input()
         polled_until = protocol.polled_until
         sent_at = []
         loop.call_soon(lambda: loop.call_soon(lambda: sent_at.append(loop.time())))
-        loop.call_later(0.002, theirs.send, b"x" * 8)  # overdue by then: answered as soon as it went out
+        loop.call_later(0.1, theirs.send, b"x" * 8)  # overdue by then: answered as soon as it went out
         await asyncio.wait_for(waiter, 5)
         protocol.transport.close()
         theirs.close()
