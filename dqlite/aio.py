@@ -841,14 +841,14 @@ class AsyncCursor(ResultState):
 
     async def fetchall(self) -> list[Any]:
         """Every remaining row."""
-        connection = self._connection
-        if self._description is None or connection is None or connection._session.closed:
-            connection = self._check_result()  # raises
+        out = self.fetchall_nowait()
+        if out is not None:
+            return out
+        connection = self._check_result()  # raises where there is no result to fetch
         out = self._take_rest()
-        if not self._done:
-            session = connection._session
-            while not self._done:
-                self._done = await connection._run(session.read_batch(self, out))
+        session = connection._session
+        while not self._done:
+            self._done = await connection._run(session.read_batch(self, out))
         factory = self.row_factory
         return out if factory is None else [factory(self, row) for row in out]
 
