@@ -25,9 +25,6 @@ REQ_LEADER, REQ_OPEN, REQ_PREPARE, REQ_QUERY, REQ_QUERY_SQL = 0, 3, 4, 6, 9
 RESP_FAILURE, RESP_SERVER, RESP_DB, RESP_STMT, RESP_ROWS = 0, 1, 4, 5, 7
 DONE = b"\xff" * 8
 PART = b"\xee" * 8
-#: How long the polled floors poll for an answer before they sleep: the
-#: drivers' default busy-poll window (dqlite.connect's busy_poll).
-POLL_WINDOW = 50e-6
 
 _HEADER = struct.Struct("<IBBH")  # words, type, schema, extra
 _U64 = struct.Struct("<Q")

@@ -578,9 +578,9 @@ def w1_wire(client: Client, p: Params, poll: float = 0.0) -> Measurement:
 
 def w1_wire_poll(client: Client, p: Params) -> Measurement:
     """``w1_wire``, polling for each answer as the drivers do by default."""
-    from bench import floor
+    from dqlite._wire import DEFAULT_BUSY_POLL
 
-    return w1_wire(client, p, floor.POLL_WINDOW)
+    return w1_wire(client, p, DEFAULT_BUSY_POLL)
 
 
 async def w1_wire_aio(client: Client, p: Params, poll: float = 0.0) -> Measurement:
@@ -602,9 +602,9 @@ async def w1_wire_aio(client: Client, p: Params, poll: float = 0.0) -> Measureme
 
 async def w1_wire_aio_poll(client: Client, p: Params) -> Measurement:
     """``w1_wire_aio``, the loop polling for each answer, as the asyncio driver's does while it has other work."""
-    from bench import floor
+    from dqlite._wire import DEFAULT_BUSY_POLL
 
-    return await w1_wire_aio(client, p, floor.POLL_WINDOW)
+    return await w1_wire_aio(client, p, DEFAULT_BUSY_POLL)
 
 
 def w8_wire(client: Client, p: Params) -> Measurement:
