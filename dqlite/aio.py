@@ -184,22 +184,26 @@ class _StreamProtocol(asyncio.BufferedProtocol):
 
     def write(self, data: bytes) -> float:
         """Send ``data`` (after what ``write_soon`` left pending); the loop's time of the send."""
+        return self._write_at(data, self.loop.time())  # type: ignore[union-attr]
+
+    def _write_at(self, data: bytes, now: float) -> float:
         self.received_since_write = False
         if self.pending is not None:
             data = self.pending + data
             self.pending = None
         self.transport.write(data)  # type: ignore[union-attr]
-        self.shared.last_send = now = self.loop.time()  # type: ignore[union-attr]
+        self.shared.last_send = now
         return now
 
     def send_query(self, data: bytes) -> None:
         """Send a query now, or with the others at the end of this loop
         iteration while other callbacks are ready and the node may sleep
         (see _LoopState)."""
-        if self.ready and self.loop.time() - self.shared.last_send > _NODE_AWAKE:  # type: ignore[union-attr]
+        now = self.loop.time()  # type: ignore[union-attr]
+        if self.ready and now - self.shared.last_send > _NODE_AWAKE:
             self.write_soon(data)
         else:
-            self.write(data)
+            self._write_at(data, now)
 
     def write_soon(self, data: bytes) -> None:
         """Send ``data`` at the end of this loop iteration, or with the next write.
