@@ -109,6 +109,30 @@ _PIPELINE_WINDOW = 512
 
 _EXEC_SQL_KINDS = frozenset({_sql.OTHER, _sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK, _sql.SAVEPOINT})
 
+#: How a transaction the driver begins by itself (PEP 249) takes the write lock.
+#: AUTO: reads share a snapshot and take no lock; the first write takes the
+#: lock, and if it cannot (another connection holds it, or committed since the
+#: snapshot), the transaction starts again from that write once the lock is
+#: free (see Session.execute).  DEFERRED: SQLite's BEGIN; such a first write
+#: fails with "database is locked".  IMMEDIATE / EXCLUSIVE: the lock is taken
+#: by the BEGIN, before the first statement.
+TRANSACTION_MODES = ("AUTO", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+# Codes of a write that found the lock taken (SQLITE_BUSY) or its snapshot
+# stale (SQLITE_BUSY_SNAPSHOT): nothing of the statement ran.
+_LOCKED_CODES = frozenset({5, 517})
+# Kinds of statement that write (or may): any but a query, transaction
+# control and savepoints.
+_READ_OR_CONTROL_KINDS = frozenset({_sql.QUERY, _sql.EMPTY, _sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK, _sql.SAVEPOINT})
+
+
+def check_transaction_mode(mode: Any) -> str:
+    """``mode`` as one of TRANSACTION_MODES (any case), or InterfaceError."""
+    upper = mode.upper() if isinstance(mode, str) else None
+    if upper not in TRANSACTION_MODES:
+        raise InterfaceError(
+            f"transaction_mode must be one of {', '.join(TRANSACTION_MODES)}, not {mode!r}")
+    return upper
+
 
 class Prepared:
     """A statement prepared on the current server connection."""
@@ -229,6 +253,18 @@ class ConnectionBase:
         """True once ``close()`` was called."""
         return self._session.closed
 
+    @property
+    def transaction_mode(self) -> str:
+        """How the transactions the driver begins take the write lock:
+        ``"AUTO"`` (the default), ``"DEFERRED"``, ``"IMMEDIATE"`` or
+        ``"EXCLUSIVE"`` (see ``connect``).  A new value applies from the next
+        transaction on."""
+        return self._session.transaction_mode
+
+    @transaction_mode.setter
+    def transaction_mode(self, mode: str) -> None:
+        self._session.set_transaction_mode(mode)
+
 
 class ResultState:
     """The part of a cursor that holds a result; shared by both cursor classes."""
@@ -346,6 +382,7 @@ class Session:
         ssl: SSLContext | None = None,
         busy_timeout: float = 5.0,
         busy_poll: float = DEFAULT_BUSY_POLL,
+        transaction_mode: str = "AUTO",
     ) -> None:
         addresses = [address] if isinstance(address, str) else list(address)
         if not addresses:
@@ -366,6 +403,10 @@ class Session:
         self.busy_timeout = float(busy_timeout)
         self.busy_poll = float(busy_poll)
         self.autocommit = bool(autocommit)
+        self.set_transaction_mode(transaction_mode)
+        # AUTO: the savepoints made in the open transaction while it had only
+        # read, made again when it starts over (_restart_transaction).
+        self.savepoints_while_reading: list[str] = []
         self.ssl = ssl
         self.cached_statements = max(int(cached_statements), 1)
         self.encoder = Encoder()
@@ -394,6 +435,16 @@ class Session:
         self.closed = False
         self.params32: bool | None = None
         self.barrier_run = False  # this connection's leader ran _barrier()
+
+    def set_transaction_mode(self, mode: str) -> None:
+        mode = check_transaction_mode(mode)
+        self.transaction_mode = mode
+        #: The implicit BEGIN.
+        self.begin_sql = "BEGIN" if mode in ("AUTO", "DEFERRED") else f"BEGIN {mode}"
+        # A deferred BEGIN takes no lock and no snapshot: it may go out ahead,
+        # with the end of the transaction before (_encode_end_read_only).  A
+        # BEGIN that takes the lock must wait for the statement it is for.
+        self.begins_ahead = mode in ("AUTO", "DEFERRED")
 
     def describe_state(self) -> str:
         if self.closed:
@@ -522,6 +573,7 @@ class Session:
         if self.unread:
             yield from self._take_arrived_unread()
         if self.begun_ahead and (info is None or self.autocommit or self.in_transaction
+                                 or not self.begins_ahead
                                  or info.kind in (_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK)):
             self.begun_ahead = False
             self.encoder.exec_sql("ROLLBACK")
@@ -578,9 +630,35 @@ class Session:
             except Error:
                 pass  # an id the server already dropped: nothing to free
 
+    def _needs_begin(self, info: _sql.Statement) -> bool:
+        """PEP 249 semantics call for an implicit BEGIN before ``info``."""
+        return not (self.autocommit or self.in_transaction
+                    or info.kind in (_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK))
+
+    def _begin_alone_if_needed(self, info: _sql.Statement) -> Op:
+        """A BEGIN that takes the lock (IMMEDIATE, EXCLUSIVE) goes out alone
+        ahead of anything but a query: it fails when another connection holds
+        the lock (SQLITE_BUSY; ``execute`` waits and runs it again), and a
+        statement sent behind it would then run outside any transaction."""
+        if self.begins_ahead or info.kind == _sql.QUERY or not self._needs_begin(info):
+            return
+        self.encoder.exec_sql(self.begin_sql)
+        yield self.encoder.take()
+        yield from self._read(self.decoder.read_result)
+        self._began()
+
+    def _began(self) -> None:
+        """The implicit BEGIN took: the transaction is open."""
+        self.in_transaction = True
+        self.implicit_transaction = True
+        self.savepoints_while_reading.clear()
+        if not self.begins_ahead:
+            # It holds the write lock, which commit() must see released.
+            self.transaction_wrote = True
+
     def _begin_if_needed(self, info: _sql.Statement) -> bool:
         """Encode the implicit BEGIN when PEP 249 semantics call for one."""
-        if self.autocommit or self.in_transaction or info.kind in (_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK):
+        if not self._needs_begin(info):
             return False
         if self.begun_ahead and not self.unread:
             # The BEGIN sent ahead took (its answer is in): the server's
@@ -592,14 +670,13 @@ class Session:
         # ("within a transaction", see _send_with_prologue).
         self.implicit_transaction = True
         self.begun_ahead = False
-        self.encoder.exec_sql("BEGIN")
+        self.encoder.exec_sql(self.begin_sql)
         return True
 
     def _join_begun_ahead(self) -> None:
         """The next statement runs in the transaction begun ahead (_end_read_only)."""
-        self.implicit_transaction = True
+        self._began()
         self.begun_ahead = False
-        self.in_transaction = True
         self.transaction_fresh = True
 
     def _send_with_prologue(self, nfin: int, begin: bool) -> Op:
@@ -617,7 +694,7 @@ class Session:
                     yield from self._discard_response()
                     raise
                 # The server had a transaction open already: we are in it.
-            self.in_transaction = True
+            self._began()
 
     def _track_transaction_control(self, info: _sql.Statement) -> None:
         kind = info.kind
@@ -894,7 +971,7 @@ class Session:
             return False
         begun_ahead = self.begun_ahead
         if begun_ahead:
-            if self.autocommit or self.in_transaction:
+            if self.autocommit or self.in_transaction or not self.begins_ahead:
                 return False  # _settle_ahead ends that transaction first
         elif not (self.in_transaction or self.autocommit):
             return False  # a BEGIN goes first
@@ -981,18 +1058,34 @@ class Session:
                 "when a write runs through a query request; run the write and a SELECT instead")
         if self.streaming is not None:
             yield from self.finish_stream()
-        if info.kind != _sql.QUERY:
+        kind = info.kind
+        only_read = self._only_read()
+        # The transaction's first write may start it over (AUTO).
+        restartable = only_read and kind not in _READ_OR_CONTROL_KINDS
+        # A savepoint writes nothing: it is made again if the transaction starts over.
+        keeps_savepoint = only_read and kind == _sql.SAVEPOINT
+        if kind != _sql.QUERY and not keeps_savepoint:
             self.transaction_wrote = True
         # A write outside any transaction commits by itself: losing the
         # connection after sending it leaves its outcome unknown.
-        writing = info.kind == _sql.COMMIT or (
-            info.kind != _sql.QUERY and self.autocommit and not self.in_transaction)
+        writing = kind == _sql.COMMIT or (
+            kind != _sql.QUERY and self.autocommit and not self.in_transaction)
         attempt = 0
         while True:
             try:
                 yield from self._execute(cursor, sql, info, params)
+                if keeps_savepoint and self.in_transaction:
+                    self.savepoints_while_reading.append(sql)
                 return
             except Error as exc:
+                if restartable and exc.code in _LOCKED_CODES:
+                    delay = self._busy_delay(exc, attempt, stale_snapshot_too=True)
+                    if delay is not None:
+                        attempt += 1
+                        yield Sleep(delay)
+                        yield from self._guarded(self._restart_transaction(), writing=False)
+                        self.transaction_wrote = True
+                        continue
                 yield from self._failed(exc, writing)
                 delay = self._busy_delay(exc, attempt)
                 if delay is None:
@@ -1002,7 +1095,59 @@ class Session:
             attempt += 1
             yield Sleep(delay)
 
-    def _busy_delay(self, exc: Error, attempt: int) -> float | None:
+    def _only_read(self) -> bool:
+        """AUTO mode, and the transaction the next statement runs in is one
+        the driver began and has run nothing but queries and savepoints so
+        far, or has yet to begin: starting it over loses nothing."""
+        if self.transaction_mode != "AUTO" or self.autocommit:
+            return False
+        if self.in_transaction:
+            return self.implicit_transaction and not self.transaction_wrote
+        return True
+
+    def _restart_transaction(self) -> Op:
+        """AUTO: the transaction's first write found the database locked, or
+        its read snapshot stale (``_only_read`` held).  Roll the transaction
+        back and begin it again with the savepoints it had made: the write
+        then runs again in a transaction that has no snapshot yet, so it
+        takes the write lock or finds it taken, and never a stale snapshot.
+        What the transaction read before is not read again.
+        """
+        enc = self.encoder
+        answers = 0
+        if self.in_transaction:
+            enc.exec_sql("ROLLBACK")
+            answers += 1
+        self.in_transaction = False
+        self.transaction_wrote = False
+        savepoints = self.savepoints_while_reading[:]
+        if savepoints:
+            enc.exec_sql(self.begin_sql)
+            for statement in savepoints:
+                enc.exec_sql(statement)
+            answers += 1 + len(savepoints)
+        log.debug("database is locked at the transaction's first write: starting it over")
+        if not answers:
+            return
+        yield enc.take()
+        failure: Error | None = None
+        for _ in range(answers):
+            try:
+                yield from self._read(self.decoder.read_result)
+            except (ConnectionLostError, ProtocolError):
+                raise
+            except Error as exc:
+                if failure is None and "no transaction is active" not in str(exc):
+                    failure = exc
+        if failure is not None:
+            self.transaction_lost = f"it could not be begun again after the database was locked: {failure}"
+            raise TransactionLostError(f"the transaction was lost ({self.transaction_lost})",
+                                       code=failure.code, server_message=failure.server_message)
+        if savepoints:
+            self._began()
+            self.savepoints_while_reading = savepoints
+
+    def _busy_delay(self, exc: Error, attempt: int, stale_snapshot_too: bool = False) -> float | None:
         """How long to wait before running again a statement that failed with
         ``exc`` (after ``_failed`` handled it), or None to raise ``exc``.
 
@@ -1010,9 +1155,12 @@ class Session:
         statement did nothing: like sqlite3's ``timeout``, wait for the lock
         up to ``busy_timeout`` seconds in all.  Not after SQLite rolled the
         transaction back (``_failed`` checked), nor on a stale read snapshot
-        (SQLITE_BUSY_SNAPSHOT, a different code).
+        (SQLITE_BUSY_SNAPSHOT, a different code) unless ``stale_snapshot_too``:
+        the caller then starts the transaction over.
         """
-        if exc.code != SQLITE_BUSY or self.transaction_lost is not None or self.connected_to is None:
+        if not (exc.code == SQLITE_BUSY or (stale_snapshot_too and exc.code in _LOCKED_CODES)):
+            return None
+        if self.transaction_lost is not None or self.connected_to is None:
             return None
         waited = sum(_BUSY_DELAYS[:attempt]) + max(0, attempt - len(_BUSY_DELAYS)) * _BUSY_DELAYS[-1]
         left = self.busy_timeout - waited
@@ -1030,6 +1178,7 @@ class Session:
         if not params and kind in _EXEC_SQL_KINDS:
             # DDL and transaction control: one EXEC_SQL, nothing worth caching.
             yield from self._ensure_connected()
+            yield from self._begin_alone_if_needed(info)
             saved: list[int] | None = self.to_finalize[:]
             try:
                 nfin = self._queue_finalizes()
@@ -1058,6 +1207,7 @@ class Session:
             params32 = yield from self._check_params(prepared, params)
         if self.connected_to is None:
             yield from self.connect()
+        yield from self._begin_alone_if_needed(prepared.info)
         saved = self.to_finalize[:] if self.to_finalize else None
         try:
             nfin = self._queue_finalizes() if saved else 0
@@ -1137,6 +1287,7 @@ class Session:
             return
         if self.streaming is not None:
             yield from self.finish_stream()
+        restartable = self._only_read()  # the batch is the transaction's first write (AUTO)
         self.transaction_wrote = True
         rows: Iterator[Sequence[Any]] = iter(seq_of_parameters)
         attempt = 0
@@ -1153,7 +1304,7 @@ class Session:
             except Error as exc:
                 # The batch was rolled back to its savepoint.  Its first row
                 # found the database locked if ``replay`` still holds rows.
-                delay = self._busy_delay(exc, attempt) if replay else None
+                delay = self._busy_delay(exc, attempt, stale_snapshot_too=restartable) if replay else None
                 if delay is None:
                     raise
             finally:
@@ -1161,6 +1312,9 @@ class Session:
             attempt += 1
             rows = itertools.chain(replay, rows)
             yield Sleep(delay)
+            if restartable:
+                yield from self._guarded(self._restart_transaction(), writing=False)
+                self.transaction_wrote = True
         cursor._set_result(cursor._lastrowid, total if info.kind == _sql.DML else -1)
 
     def _executemany(self, sql: str, info: _sql.Statement, rows: Iterator[Sequence[Any]],
@@ -1178,6 +1332,7 @@ class Session:
             yield from self._settle_ahead(info)
         prepared = yield from self._prepare(sql, info)
         yield from self._ensure_connected()
+        yield from self._begin_alone_if_needed(info)
         decoder = self.decoder
         enc = self.encoder
         nfin = self._queue_finalizes()
@@ -1383,7 +1538,7 @@ class Session:
         # BEGIN goes out now, in the same request (EXEC_SQL runs both, and
         # a deferred BEGIN takes no lock and no snapshot).  The next
         # statement then travels alone and gets one answer, not two.
-        ahead = not self.autocommit and self.implicit_transaction
+        ahead = not self.autocommit and self.implicit_transaction and self.begins_ahead
         self.encoder.exec_sql(f"{sql}; BEGIN" if ahead else sql)
         self.unread += 1
         self.begun_ahead = ahead

@@ -332,6 +332,7 @@ async def connect(
     ssl: SSLContext | None = None,
     busy_timeout: float = 5.0,
     busy_poll: float = DEFAULT_BUSY_POLL,
+    transaction_mode: str = "AUTO",
 ) -> AsyncConnection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -349,7 +350,7 @@ async def connect(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
         max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout,
-        busy_poll=busy_poll)
+        busy_poll=busy_poll, transaction_mode=transaction_mode)
     conn = AsyncConnection(session)
     await conn._run(session.connect())
     return conn

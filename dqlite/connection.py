@@ -46,6 +46,7 @@ def connect(
     ssl: SSLContext | None = None,
     busy_timeout: float = 5.0,
     busy_poll: float = DEFAULT_BUSY_POLL,
+    transaction_mode: str = "AUTO",
 ) -> Connection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -72,6 +73,26 @@ def connect(
     way.  A stale read snapshot (SQLITE_BUSY_SNAPSHOT) is never waited for:
     only a new transaction can see the new data.
 
+    ``transaction_mode``: how the transactions the driver begins by itself
+    (``autocommit=False``) take the write lock.  ``"AUTO"`` (the default):
+    a transaction's reads share one snapshot and take no lock, so readers
+    never wait for each other or for a writer; its first write takes the
+    write lock.  When it cannot (another connection holds the lock, or
+    committed since this transaction's first read), the driver rolls the
+    transaction back (it ran nothing but reads), waits for the lock for up
+    to ``busy_timeout`` seconds and runs the write again in a new
+    transaction, with the savepoints it had made: a transaction that reads
+    and then writes waits instead of failing with "database is locked".
+    The reads it made before that wait are not made again; where the write
+    depends on what was read, use ``"IMMEDIATE"``: its BEGIN takes the
+    write lock before the first statement, so nothing can change between
+    the reads and the writes (readers of such transactions wait for each
+    other).  ``"DEFERRED"``: SQLite's plain BEGIN; the first write of a
+    transaction that has read fails when the lock is taken.
+    ``"EXCLUSIVE"``: as IMMEDIATE (the database is in WAL mode).  An
+    explicit ``BEGIN ...`` statement is sent as it is.  The
+    ``transaction_mode`` attribute changes it for the next transactions.
+
     ``busy_poll``: how long, in seconds (at most 0.001), a wait for an
     answer first polls the socket (with the GIL released) before sleeping;
     0 never polls.  An
@@ -86,7 +107,7 @@ def connect(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
         max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout,
-        busy_poll=busy_poll))
+        busy_poll=busy_poll, transaction_mode=transaction_mode))
 
 
 class Connection(ConnectionBase):

@@ -205,6 +205,14 @@ class AsyncAdapt_dqlite_connection:
     def in_transaction(self) -> bool:
         return self._connection.in_transaction
 
+    @property
+    def transaction_mode(self) -> str:
+        return self._connection.transaction_mode
+
+    @transaction_mode.setter
+    def transaction_mode(self, mode: str) -> None:
+        self._connection.transaction_mode = mode
+
     def cursor(self, server_side: bool = False) -> AsyncAdapt_dqlite_cursor:
         if server_side:
             return AsyncAdapt_dqlite_ss_cursor(self)

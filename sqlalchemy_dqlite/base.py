@@ -35,8 +35,9 @@ __all__ = ["DqliteDialect", "DEFAULT_PORT", "BEGIN_MODES"]
 #: Port used for a host given without one (the port dqlite's own tools use).
 DEFAULT_PORT = 9001
 
-#: Accepted values of the ``dqlite_begin`` execution option and ``begin_mode``.
-BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+#: Accepted values of the ``dqlite_begin`` execution option, ``begin_mode``
+#: and the ``transaction_mode`` URL option: the driver's transaction modes.
+BEGIN_MODES = ("AUTO", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 
 # Connect options that may be given as URL query parameters, with their types.
 # Everything else in the query string is an error: a misspelt option must not
@@ -47,6 +48,7 @@ _QUERY_OPTIONS: dict[str, type] = {
     "busy_poll": float,
     "cached_statements": int,
     "max_message_size": int,
+    "transaction_mode": str,
 }
 # Options the dialect itself sets on the driver; the user must not.
 _DIALECT_OWNED = {
@@ -143,18 +145,22 @@ class DqliteExecutionContext(SQLiteExecutionContext):
 
 
 class _BeginModeCharacteristic(ConnectionCharacteristic):
-    """The ``dqlite_begin`` execution option: DEFERRED, IMMEDIATE or EXCLUSIVE."""
+    """The ``dqlite_begin`` execution option: the driver connection's
+    ``transaction_mode`` (AUTO, DEFERRED, IMMEDIATE or EXCLUSIVE), put back
+    to the engine's when the connection returns to the pool."""
 
     transactional = True
 
     def reset_characteristic(self, dialect: Any, dbapi_conn: Any) -> None:
-        dialect._begin_modes.pop(dbapi_conn, None)
+        dbapi_conn.transaction_mode = dialect._engine_modes.get(dbapi_conn, dbapi_conn.transaction_mode)
 
     def set_characteristic(self, dialect: Any, dbapi_conn: Any, value: Any) -> None:
-        dialect._begin_modes[dbapi_conn] = _begin_mode(value)
+        mode = _begin_mode(value)
+        dialect._engine_modes.setdefault(dbapi_conn, dbapi_conn.transaction_mode)
+        dbapi_conn.transaction_mode = mode
 
     def get_characteristic(self, dialect: Any, dbapi_conn: Any) -> Any:
-        return dialect._begin_modes.get(dbapi_conn, dialect.begin_mode)
+        return dbapi_conn.transaction_mode
 
 
 def _begin_mode(value: Any) -> str:
@@ -207,7 +213,7 @@ class DqliteDialect(SQLiteDialect):
 
     def __init__(
         self,
-        begin_mode: str = "DEFERRED",
+        begin_mode: str | None = None,
         json_serializer: Any = None,
         json_deserializer: Any = None,
         **kwargs: Any,
@@ -220,12 +226,14 @@ class DqliteDialect(SQLiteDialect):
         self._json_serializer = json_serializer
         self._json_deserializer = json_deserializer
         self.native_datetime = False
-        self.begin_mode = _begin_mode(begin_mode)
+        #: The transaction mode of every connection (None: the URL's
+        #: ``transaction_mode``, else the driver's default, AUTO).
+        self.begin_mode = None if begin_mode is None else _begin_mode(begin_mode)
         #: Most parameters the server takes in one statement (None: no limit
         #: that matters); read from the server in initialize().
         self.max_parameters: int | None = _SCHEMA0_MAX_PARAMS
-        # Per DB-API connection BEGIN mode set by the dqlite_begin option.
-        self._begin_modes: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        # The mode a DB-API connection had before a dqlite_begin option changed it.
+        self._engine_modes: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         if "alembic" in sys.modules:
             # Alembic older than 1.18 does not load plugins: register here.
             import sqlalchemy_dqlite.alembic_impl  # noqa: F401
@@ -246,6 +254,10 @@ class DqliteDialect(SQLiteDialect):
         addresses, database, opts = parse_url(url)
         opts["autocommit"] = False
         opts["parse_datetimes"] = False
+        if "transaction_mode" in opts:
+            opts["transaction_mode"] = _begin_mode(opts["transaction_mode"])
+        if self.begin_mode is not None:
+            opts["transaction_mode"] = self.begin_mode
         return [addresses, database], opts
 
     def on_connect(self) -> Any:
@@ -327,21 +339,9 @@ class DqliteDialect(SQLiteDialect):
         return bool(dbapi_conn.autocommit)
 
     def do_begin(self, dbapi_connection: Any) -> None:
-        # SQLAlchemy passes the pool's proxy here, the DB-API connection to
-        # the connection characteristics.
-        dbapi_connection = getattr(dbapi_connection, "dbapi_connection", dbapi_connection)
-        if dbapi_connection.autocommit:
-            return
-        # (The weak dictionary is only looked into when it holds something.)
-        mode = self._begin_modes.get(dbapi_connection, self.begin_mode) if self._begin_modes else self.begin_mode
-        if mode == "DEFERRED":
-            # The driver sends BEGIN together with the first statement.
-            return
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"BEGIN {mode}")
-        finally:
-            cursor.close()
+        # The driver begins the transaction itself, in its transaction mode,
+        # with the transaction's first statement (no round trip of its own).
+        pass
 
     # -- errors and pooling --------------------------------------------------
 

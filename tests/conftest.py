@@ -99,6 +99,7 @@ class AioConnection:
 
     row_factory = _forwarded("row_factory", "aio")
     autocommit = _forwarded("autocommit", "aio")
+    transaction_mode = _forwarded("transaction_mode", "aio")
 
     def cursor(self) -> AioCursor:
         return AioCursor(self._run, self, self.aio.cursor())

@@ -274,11 +274,14 @@ def test_begin_immediate(url, table, observer, how):
             conn.execution_options(dqlite_begin="IMMEDIATE")
         assert conn.get_execution_options().get("dqlite_begin", "IMMEDIATE") == "IMMEDIATE"
         with conn.begin():
-            # BEGIN IMMEDIATE takes the write lock before any write.
+            # BEGIN IMMEDIATE, sent with the first statement, takes the
+            # write lock before any write.
+            conn.execute(sa.select(table)).all()
             assert write_lock_is_held(observer)
     # The per-connection option does not outlive the checkout.
     if how == "connection_option":
         with engine.connect() as conn, conn.begin():
+            conn.execute(sa.select(table)).all()
             assert not write_lock_is_held(observer)
     engine.dispose()
 
@@ -491,6 +494,7 @@ def test_async_engine(dqlite_cluster, dqlite_database, observer):
             assert [x async for x in result.scalars()] == [1, 2]
         immediate = engine.execution_options(dqlite_begin="IMMEDIATE")
         async with immediate.begin() as conn:
+            await conn.execute(sa.select(t))  # takes the lock with its BEGIN IMMEDIATE
             assert write_lock_is_held(observer)
         async with engine.begin() as conn:
             await conn.execute(sa.select(t))
