@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bench import data, floor, report, worker
+from bench import data, floor, report, worker, workloads
 from bench.clients import DqliteClient
 from bench.progress import Progress
 from bench.report import Contestant
@@ -38,7 +38,7 @@ DEFAULT_ROUNDS = 5
 DEFAULT_ROWS = 100_000
 DEFAULT_DATABASE = "bench"
 #: Workloads run in this order; W8 runs in the rounds of W2 (it is W2's floor).
-ORDER = ["W1", "W2", "W8", "W3", "W4", "W5", "W6", "W7", "M1"]
+ORDER = ["W1", "W2", "W8", "W3", "W4", "W5", "W6", "W7", "W9", "M1"]
 GROUPED = {"W8": "W2"}
 REPO = Path(__file__).resolve().parent.parent
 #: The go-dqlite peer (bench/go/main.go, built by scripts/build-go-bench.sh) and what it runs.
@@ -58,6 +58,7 @@ class Setup:
     profile_dir: str | None
     loop: str  # event loop of the async workloads
     shim_dir: str  # PYTHONPATH for --compare: holds only a link to this bench package
+    transactions: int = workloads.W9_TRANSACTIONS  # W9: per thread and per task
 
 
 # -- arguments ------------------------------------------------------------------------
@@ -84,6 +85,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"fresh-process runs of each driver per workload (default {DEFAULT_ROUNDS})")
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
                         help=f"rows in the bench table (default {DEFAULT_ROWS:,}); M1 always iterates 1,000,000")
+    parser.add_argument(
+        "--transactions", type=int, default=workloads.W9_TRANSACTIONS,
+        help=f"W9: transactions per thread and per task (default {workloads.W9_TRANSACTIONS})",
+    )
     parser.add_argument("--json", metavar="FILE", help="write every measurement, the summary and the targets")
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the ratios to the reference (matplotlib)")
     parser.add_argument(
@@ -110,6 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--rounds must be at least 1")
     if args.rows < 1:
         parser.error("--rows must be at least 1")
+    if args.transactions < 1:
+        parser.error("--transactions must be at least 1")
     wanted = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     unknown = [w for w in wanted if w not in WORKLOADS]
     if unknown:
@@ -200,6 +207,8 @@ def worker_command(c: Contestant, round_: int, setup: Setup) -> list[str]:
         "--rows", str(setup.rows), "--round", str(round_), "--sqlite", setup.sqlite_path,
         "--loop", setup.loop,
     ]  # fmt: skip
+    if c.workload == "W9":
+        cmd += ["--transactions", str(setup.transactions)]
     if setup.profile_dir and c.role != "peer":
         name = f"{c.workload}-{c.role}-{c.client}-{c.driver}-r{round_}.pstats".replace(":", "_")
         cmd += ["--profile", os.path.join(setup.profile_dir, name)]
@@ -268,7 +277,7 @@ def precheck(contestants: list[Contestant], setup: Setup) -> dict[tuple[str, str
     skipped = {}
     client = DqliteClient(setup.addresses, setup.database)
     for c in contestants:
-        if c.role == "ours" and c.driver in ("sa", "sa.aio"):
+        if c.role == "ours" and c.driver in ("sa", "sa.aio", "sa.mixed"):
             reason = worker._sqlalchemy_missing(c.driver, client)
             if reason:
                 skipped[c.key] = reason
@@ -359,6 +368,7 @@ def _meta(args: argparse.Namespace, setup: Setup, cluster: str, started: datetim
         "database": setup.database,
         "rows": setup.rows,
         "rounds": args.rounds,
+        "transactions": args.transactions,
         "workloads": args.workload_list,
         "compare": args.compare,
         "go": args.go,
@@ -395,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             profile_dir=args.profile,
             loop=args.loop,
             shim_dir=_shim_dir(tmp),
+            transactions=args.transactions,
         )
         if args.profile:
             os.makedirs(args.profile, exist_ok=True)

@@ -57,12 +57,14 @@ def driver_label(client: str, driver: str) -> str:
             "aio": "aiosqlite",
             "sa": "SQLAlchemy sqlite://",
             "sa.aio": "SQLAlchemy sqlite+aiosqlite://",
+            "sa.mixed": "SQLAlchemy sqlite:// + sqlite+aiosqlite://",
         }[driver]
     return {
         "dbapi": f"{client} DB-API",
         "aio": f"{client} asyncio",
         "sa": f"SQLAlchemy {client}",
         "sa.aio": f"SQLAlchemy async {client}",
+        "sa.mixed": f"SQLAlchemy {client} sync+async",
     }[driver]
 
 
@@ -140,6 +142,34 @@ class Row:
         values = [float(r["cpu"]) / r["count"] for r in self.ok if r.get("count")]
         return statistics.median(values) if values else None
 
+    def _extra_sum(self, key: str) -> int | None:
+        values = [int(r["extra"][key]) for r in self.ok if key in (r.get("extra") or {})]
+        return sum(values) if values else None
+
+    @property
+    def failed(self) -> int | None:
+        """W9: transactions that failed, over all the rounds (None: the workload counts none)."""
+        return self._extra_sum("failed")
+
+    @property
+    def attempted(self) -> int | None:
+        """W9: transactions attempted, over all the rounds."""
+        return self._extra_sum("attempted")
+
+    @property
+    def locked(self) -> int | None:
+        """W9: transactions that failed with "database is locked", over all the rounds."""
+        return self._extra_sum("locked")
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """W9: ``{"Class: message": count}`` over all the rounds, most frequent first."""
+        total: dict[str, int] = {}
+        for r in self.ok:
+            for key, n in (r.get("extra") or {}).get("failures", {}).items():
+                total[key] = total.get(key, 0) + int(n)
+        return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
     @property
     def cost(self) -> float | None:
         """Median cost: seconds, MB, or 1/throughput; lower is better."""
@@ -210,7 +240,10 @@ def _cell(row: Row) -> str:
     if row.median is None:
         return f"{row.status}: {row.reason}" if row.reason else row.status
     spread = f"[{fmt_value(row.low, unit)}-{fmt_value(row.high, unit)}]"
-    return f"{fmt_value(row.median, unit)} {unit} {spread}"
+    cell = f"{fmt_value(row.median, unit)} {unit} {spread}"
+    if row.failed is not None:
+        cell += f", {row.failed:,} of {row.attempted:,} failed"
+    return cell
 
 
 def format_table(rows: list[Row], rounds: int) -> str:
@@ -223,6 +256,10 @@ def format_table(rows: list[Row], rounds: int) -> str:
         w = row.workload
         if row.median is None:
             notes.append(f"{c.workload} {c.label}: {row.status}: {row.reason or 'no result'}")
+        elif row.failed:
+            causes = "; ".join(f"{n:,}x {key}" for key, n in row.failures.items())
+            notes.append(f"{c.workload} {c.label}: {row.failed:,} of {row.attempted:,} transactions failed "
+                         f"over {len(row.ok)} round(s), not retried: {causes}")
         if c.role == "ref":
             vs = "ref"
         elif c.role == "floor":
@@ -251,7 +288,11 @@ def format_table(rows: list[Row], rounds: int) -> str:
         "vs ref: cost / the reference's cost in this run (time, 1/throughput, or MB for M1); "
         "1.00x = as fast as the reference, lower is better."
     )
-    out.append("CPU/op: client CPU (user+sys of the worker process) per query (W1, W6, W7) or per row.")
+    out.append("CPU/op: client CPU (user+sys of the worker process) per query (W1, W6, W7), "
+               "per committed transaction (W9) or per row.")
+    if any(row.failed is not None for row in rows):
+        out.append("W9: committed transactions per second; failed transactions (summed over the rounds) "
+                   "are not retried and not counted in tx/s.")
     if notes:
         out.append("")
         out.extend(f"note: {n}" for n in notes)
@@ -368,6 +409,15 @@ def _w7(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
     return f"{row.median:,.0f} q/s, W6 {w6.median:,.0f}", row.median >= 8_000 and row.median >= w6.median
 
 
+def _w9(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
+    if row.failed is None or row.median is None:
+        return "-", None
+    text = f"{row.failed:,} of {row.attempted:,} failed"
+    if row.failed:
+        text += f" ({row.locked:,} database is locked)"
+    return f"{text}; {row.median:,.0f} tx/s", row.failed == 0
+
+
 def _m1(row: Row, rows: list[Row], role: str) -> tuple[str, bool | None]:
     m = row.median
     return (f"{m:.1f} MB", m <= 50) if m is not None else ("-", None)
@@ -384,6 +434,7 @@ TARGETS = [
     _Target("W5", ("sa",), "<= 1.3x SQLAlchemy ORM on sqlite3", _vs_ref(1.3)),
     _Target("W6", ("sa",), ">= sqlite3's W6 (SQLAlchemy pool)", _w6),
     _Target("W7", ("sa.aio", "aio"), ">= 8,000 q/s and >= W6", _w7),
+    _Target("W9", ("sa.mixed",), "0 failed transactions (none 'database is locked')", _w9),
     _Target("M1", ("dbapi", "aio"), "peak RSS growth <= 50 MB", _m1),
 ]
 
@@ -475,6 +526,11 @@ def write_json(path: str, meta: dict[str, Any], records: list[dict[str, Any]], r
             "cpu_median": row.cpu,
             "cpu_per_op": row.cpu_per_op,
             "vs_ref": row.ratio,
+            # W9 only (None elsewhere): transactions over all the rounds.
+            "attempted": row.attempted,
+            "failed": row.failed,
+            "locked": row.locked,
+            "failures": row.failures if row.failed is not None else None,
         }
         for row in rows
     ]

@@ -6,6 +6,8 @@ Driver kinds (``api``):
 * ``aio``: an asyncio connection (``Client.aconnect``);
 * ``sa``: a SQLAlchemy engine (``create_engine``), Core or ORM;
 * ``sa.aio``: a SQLAlchemy ``create_async_engine``;
+* ``sa.mixed``: both at once in one process, a ``create_engine`` driven by
+  threads and a ``create_async_engine`` driven by tasks (W9);
 * ``wire``: the raw socket of ``bench.floor`` (W1 and W8: the floors);
 * ``wire.aio``: that socket driven by an asyncio event loop (W1's asyncio floor);
 * ``wire.poll``, ``wire.aio.poll``: the same, polling for each answer before
@@ -46,6 +48,10 @@ CONCURRENCY = 8  # W6 threads, W7 tasks
 PER_WORKER = 500  # queries per thread / task
 M1_ROWS = 1_000_000
 M1_BATCH = 1_000
+W9_ACCOUNTS = 100
+W9_BALANCE = 1_000  # every account's starting balance
+W9_MAX_AMOUNT = 10
+W9_TRANSACTIONS = 100  # per thread and per task (--transactions)
 
 POINT_SQL = "SELECT id, name, v FROM bench WHERE id = ?"
 FETCH_SQL = "SELECT id, name, v, b, n FROM bench"
@@ -83,6 +89,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload("W7", "async", "q/s", ("sa.aio", "aio"), "sa.aio"),
         Workload("W8", "floor", "s", ("wire",), None),
         Workload("M1", "memory", "MB", ("dbapi", "aio"), "dbapi"),
+        Workload("W9", "read-write", "tx/s", ("sa.mixed",), None),
     )
 }
 
@@ -92,6 +99,7 @@ class Params:
     """What a workload needs to know about the data."""
 
     rows: int  # rows in the bench table
+    transactions: int = W9_TRANSACTIONS  # W9: per thread and per task
 
     def ids(self, count: int, seed: int) -> list[int]:
         rng = random.Random(seed)
@@ -112,7 +120,7 @@ class Measurement:
     wall: float = 0.0
     user: float = 0.0
     sys: float = 0.0
-    count: int = 0  # queries, rows inserted or rows fetched
+    count: int = 0  # queries, rows inserted, rows fetched or transactions committed
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -551,6 +559,207 @@ async def w7_sa_aio(client: Client, p: Params) -> Measurement:
     return await _tasks(p, [run] * CONCURRENCY, after=[engine.dispose])
 
 
+# -- W9 ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Tally:
+    """One thread's or task's transactions: how many committed, and why the others failed."""
+
+    committed: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def fail(self, exc: BaseException) -> None:
+        key = _failure_key(exc)
+        self.failures[key] = self.failures.get(key, 0) + 1
+
+
+def _failure_key(exc: BaseException) -> str:
+    """``Class: message`` of the driver's own exception (SQLAlchemy's wrapper
+    and the statement it appends left out), so equal failures count together."""
+    orig = getattr(exc, "orig", None) or exc
+    message = (str(orig).strip().splitlines() or [""])[0]
+    return f"{type(orig).__name__}: {message}"[:160]
+
+
+def _w9_plan(seed: int, count: int) -> list[tuple[int, int, int]]:
+    """``count`` transfers (source, destination, amount) from a seeded RNG."""
+    rng = random.Random(seed)
+    plan = []
+    for _ in range(count):
+        src, dst = rng.sample(range(1, W9_ACCOUNTS + 1), 2)
+        plan.append((src, dst, rng.randint(1, W9_MAX_AMOUNT)))
+    return plan
+
+
+def _w9_statements(table: str) -> tuple[Any, Any, Any]:
+    from sqlalchemy import text
+
+    return (
+        text(f"SELECT balance FROM {table} WHERE id = :id"),
+        text(f"UPDATE {table} SET balance = balance - :amt WHERE id = :id"),
+        text(f"UPDATE {table} SET balance = balance + :amt WHERE id = :id"),
+    )
+
+
+def _w9_sync_transfers(engine: Any, table: str, plan: list[tuple[int, int, int]]) -> _Tally:
+    """One thread's transfers: each its own ``engine.begin()`` transaction, a failed one not retried."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    read, debit, credit = _w9_statements(table)
+    tally = _Tally()
+    for src, dst, amt in plan:
+        try:
+            with engine.begin() as conn:
+                # What moves depends on what was read: a read-then-write transaction.
+                moved = min(amt, conn.execute(read, {"id": src}).scalar_one())
+                conn.execute(debit, {"id": src, "amt": moved})
+                conn.execute(credit, {"id": dst, "amt": moved})
+        except SQLAlchemyError as exc:
+            tally.fail(exc)
+        else:
+            tally.committed += 1
+    return tally
+
+
+async def _w9_async_transfers(engine: Any, table: str, plan: list[tuple[int, int, int]]) -> _Tally:
+    """One task's transfers, as ``_w9_sync_transfers`` with ``async with engine.begin()``."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    read, debit, credit = _w9_statements(table)
+    tally = _Tally()
+    for src, dst, amt in plan:
+        try:
+            async with engine.begin() as conn:
+                moved = min(amt, (await conn.execute(read, {"id": src})).scalar_one())
+                await conn.execute(debit, {"id": src, "amt": moved})
+                await conn.execute(credit, {"id": dst, "amt": moved})
+        except SQLAlchemyError as exc:
+            tally.fail(exc)
+        else:
+            tally.committed += 1
+    return tally
+
+
+def w9_sa_mixed(client: Client, p: Params, loop: str = "asyncio") -> Measurement:
+    """8 threads on ``create_engine`` and 8 tasks on ``create_async_engine`` at
+    once, each doing ``p.transactions`` transfers between accounts of a fresh
+    table; default engine settings.  Counts committed and failed transactions
+    (by exception and message) and checks afterwards that the transfers kept
+    the sum of the balances and left none negative.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    table = f"w9_accounts_{os.getpid()}"
+    engine = create_engine(client.sqlalchemy_url())
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        conn.execute(text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, balance INTEGER)"))
+        conn.execute(text(f"INSERT INTO {table} (id, balance) VALUES (:id, :balance)"),
+                     [{"id": i, "balance": W9_BALANCE} for i in range(1, W9_ACCOUNTS + 1)])
+    plans = [_w9_plan(900 + k, p.transactions) for k in range(2 * CONCURRENCY)]
+    # The threads, the event loop's thread and this one start the measured part together.
+    barrier = threading.Barrier(CONCURRENCY + 2)
+    tallies: list[_Tally] = [_Tally() for _ in range(2 * CONCURRENCY)]
+    errors: list[BaseException] = []
+    tasks_done = threading.Event()
+    passed_barrier = threading.Event()
+    warm_read = text(f"SELECT balance FROM {table} WHERE id = 1")
+
+    def thread(k: int) -> None:
+        try:
+            with engine.connect() as conn:  # warm-up: a connection of the pool opened
+                conn.execute(warm_read).all()
+        except BaseException as exc:  # reported below, after the barrier
+            errors.append(exc)
+        barrier.wait()
+        if errors:
+            return
+        try:
+            tallies[k] = _w9_sync_transfers(engine, table, plans[k])
+        except BaseException as exc:
+            errors.append(exc)
+
+    async def tasks() -> None:
+        aengine = create_async_engine(client.sqlalchemy_url(aio=True))
+        try:
+            async def warm() -> None:
+                async with aengine.connect() as conn:
+                    (await conn.execute(warm_read)).all()
+
+            await asyncio.gather(*(warm() for _ in range(CONCURRENCY)))
+        except BaseException as exc:
+            errors.append(exc)
+        barrier.wait()  # blocks the loop, which has nothing else to run yet
+        passed_barrier.set()
+        try:
+            if not errors:
+                results = await asyncio.gather(*(
+                    _w9_async_transfers(aengine, table, plans[CONCURRENCY + k]) for k in range(CONCURRENCY)))
+                tallies[CONCURRENCY:] = results
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            tasks_done.set()
+            await aengine.dispose()
+
+    def loop_thread() -> None:
+        try:
+            _run_coroutine(tasks(), loop)
+        except BaseException as exc:  # no loop (uvloop missing), or disposing failed
+            errors.append(exc)
+            if not passed_barrier.is_set():
+                barrier.wait()  # the others are waiting: let them see the error
+            tasks_done.set()
+
+    threads = [threading.Thread(target=thread, args=(k,)) for k in range(CONCURRENCY)]
+    threads.append(threading.Thread(target=loop_thread))
+    for t in threads:
+        t.start()
+    barrier.wait()
+    with measure() as m:
+        for t in threads[:CONCURRENCY]:
+            t.join()
+        tasks_done.wait()
+    threads[-1].join()
+    if errors:
+        engine.dispose()
+        raise errors[0]
+    with engine.connect() as conn:
+        total, lowest, accounts = conn.execute(text(f"SELECT sum(balance), min(balance), count(*) FROM {table}")).one()
+        conn.execute(text(f"DROP TABLE {table}"))
+        conn.commit()
+    engine.dispose()
+    failures: dict[str, int] = {}
+    for tally in tallies:
+        for key, n in tally.failures.items():
+            failures[key] = failures.get(key, 0) + n
+    committed = sum(t.committed for t in tallies)
+    attempted = 2 * CONCURRENCY * p.transactions
+    if accounts != W9_ACCOUNTS or total != W9_ACCOUNTS * W9_BALANCE:
+        raise RuntimeError(f"W9: the transfers did not keep the sum of the balances: {accounts} accounts "
+                           f"holding {total:,}, expected {W9_ACCOUNTS} holding {W9_ACCOUNTS * W9_BALANCE:,}")
+    if lowest < 0:
+        raise RuntimeError(f"W9: a balance went negative ({lowest:,}): a transfer moved more than it read")
+    if committed == 0:
+        raise RuntimeError(f"W9: none of the {attempted:,} transactions committed: {failures}")
+    m.count = committed
+    m.extra.update(
+        attempted=attempted,
+        committed=committed,
+        failed=attempted - committed,
+        locked=sum(n for key, n in failures.items() if "database is locked" in key.lower()),
+        failures=dict(sorted(failures.items(), key=lambda kv: -kv[1])),
+        threads_committed=sum(t.committed for t in tallies[:CONCURRENCY]),
+        tasks_committed=sum(t.committed for t in tallies[CONCURRENCY:]),
+        balance_sum=total,
+        balance_sum_kept=True,
+        min_balance=lowest,
+    )
+    return m
+
+
 # -- W8 ----------------------------------------------------------------------------
 
 
@@ -642,7 +851,10 @@ IMPLEMENTATIONS: dict[tuple[str, str], Callable[[Client, Params], Any]] = {
     ("W8", "wire"): w8_wire,
     ("M1", "dbapi"): m1_dbapi,
     ("M1", "aio"): m1_aio,
+    ("W9", "sa.mixed"): w9_sa_mixed,
 }
+#: Sync implementations that run an event loop of their own (they take ``loop``).
+RUNS_A_LOOP = {w9_sa_mixed}
 
 
 def run(workload: str, api: str, client: Client, p: Params, loop: str = "asyncio") -> Measurement:
@@ -655,13 +867,20 @@ def run(workload: str, api: str, client: Client, p: Params, loop: str = "asyncio
         impl = IMPLEMENTATIONS[workload, api]
     except KeyError:
         raise ValueError(f"no driver kind {api!r} for workload {workload}") from None
+    if impl in RUNS_A_LOOP:
+        return impl(client, p, loop=loop)
     if not asyncio.iscoroutinefunction(impl):
         return impl(client, p)
+    return _run_coroutine(impl(client, p), loop)
+
+
+def _run_coroutine(coro: Any, loop: str) -> Any:
+    """Run ``coro`` to completion on a new ``asyncio`` or ``uvloop`` event loop."""
     if loop == "uvloop":
         import uvloop
 
-        return uvloop.run(impl(client, p))
-    return asyncio.run(impl(client, p))
+        return uvloop.run(coro)
+    return asyncio.run(coro)
 
 
 def value_of(workload: Workload, m: Measurement) -> float:

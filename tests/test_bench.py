@@ -87,3 +87,32 @@ def test_a_failing_compared_client_is_reported_without_failing_the_run(dqlite_cl
     assert rows["ours", "dbapi"]["status"] == "ok"
     assert rows["other", "dbapi"]["status"] == "error"
     assert "this client cannot connect" in proc.stdout
+
+
+def test_w9_counts_committed_and_failed_transactions_also_under_compare(dqlite_cluster, tmp_path):
+    # A few transfers per thread and task, through this driver and through --compare (this same
+    # interpreter as the other build): the counts add up and the balances keep their sum.  How
+    # many fail depends on the driver's transactions, so it is reported, not asserted here.
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--url", ",".join(dqlite_cluster.addresses), "--database", "bench_smoke",
+         "--workloads", "W9", "--rounds", "1", "--rows", "500", "--transactions", "3", "--json", str(out),
+         "--no-progress", "--go", "none", "--compare", sys.executable, "--compare-client", "dqlite"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    rows = {(row["role"], row["driver"]): row for row in data["summary"]}
+    for role in ("ours", "other"):
+        row = rows[role, "sa.mixed"]
+        assert row["status"] == "ok", row["reason"]
+        assert row["attempted"] == 2 * 8 * 3
+        assert row["failed"] == sum(row["failures"].values())
+    [ours, other] = [m for m in data["measurements"] if m["workload"] == "W9"]
+    for m in (ours, other):
+        extra = m["extra"]
+        assert m["count"] == extra["committed"] == extra["threads_committed"] + extra["tasks_committed"] > 0
+        assert extra["committed"] + extra["failed"] == extra["attempted"]
+        assert extra["balance_sum_kept"] and extra["min_balance"] >= 0
+    verdicts = {t["driver"]: t["verdict"] for t in data["targets"] if t["workload"] == "W9"}
+    assert set(verdicts.values()) <= {"hold", "MISS"} and len(verdicts) == 2
+    assert "W9 read-write" in proc.stdout and "failed" in proc.stdout
