@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -99,8 +100,12 @@ _MAY_AUTO_ROLLBACK = frozenset({4, 5, 7, 9, 10, 11, 13})
 
 SQLITE_BUSY = 5  # exactly: not SQLITE_BUSY_SNAPSHOT (517), which waiting cannot cure
 # Waits between attempts of a statement that found the database locked, in
-# seconds: SQLite's own busy handler's schedule, then its last step repeated.
-_BUSY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.05, 0.05, 0.1)
+# seconds, then the last one repeated; each is drawn from 50% to 150% of its
+# step, so that waiters do not retry in step.  A dqlite server answers
+# SQLITE_BUSY at once, so the waiter polls: short steps let the lock pass on
+# soon after a commit, and keep a waiter among many from being starved by
+# the ones that retry more often.
+_BUSY_DELAYS = (0.0005, 0.001, 0.002, 0.005, 0.01)
 
 _EXECUTEMANY_SAVEPOINT = "dqlite_executemany"
 # EXECs in flight per window of executemany: large enough to keep the server
@@ -407,6 +412,7 @@ class Session:
         # AUTO: the savepoints made in the open transaction while it had only
         # read, made again when it starts over (_restart_transaction).
         self.savepoints_while_reading: list[str] = []
+        self.busy_deadline = 0.0  # when the wait of a statement that found the database locked ends
         self.ssl = ssl
         self.cached_statements = max(int(cached_statements), 1)
         self.encoder = Encoder()
@@ -1162,13 +1168,16 @@ class Session:
             return None
         if self.transaction_lost is not None or self.connected_to is None:
             return None
-        waited = sum(_BUSY_DELAYS[:attempt]) + max(0, attempt - len(_BUSY_DELAYS)) * _BUSY_DELAYS[-1]
-        left = self.busy_timeout - waited
+        now = time.monotonic()
+        if attempt == 0:
+            self.busy_deadline = now + self.busy_timeout
+        left = self.busy_deadline - now
         if left <= 0:
             return None
-        delay = min(_BUSY_DELAYS[min(attempt, len(_BUSY_DELAYS) - 1)], left)
-        log.debug("database is locked (attempt %d, %.3f s waited): running it again in %.3f s",
-                  attempt + 1, waited, delay)
+        step = _BUSY_DELAYS[min(attempt, len(_BUSY_DELAYS) - 1)]
+        delay = min(step * (0.5 + random.random()), left)
+        log.debug("database is locked (attempt %d, %.3f s left): running it again in %.4f s",
+                  attempt + 1, left, delay)
         return delay
 
     def _execute(self, cursor: ResultState, sql: str, info: _sql.Statement, params: Sequence[Any]) -> Op:
