@@ -310,3 +310,34 @@ def test_engine_modes_per_engine_connection_and_url(accounts):
         engine.dispose()
     with pytest.raises(sa.exc.ArgumentError, match="BEGIN mode"):
         sa.create_engine(url + "&transaction_mode=sometimes").connect()
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "aio"])
+def test_a_pooled_point_read_takes_no_lock_and_the_idle_pool_holds_none(accounts, aio):
+    address, database = accounts
+    url = f"dqlite{'+aio' if aio else ''}:///{database}?" + "&".join(f"host={a}" for a in address)
+    acct = Account.__table__
+    point = sa.select(acct.c.balance).where(acct.c.id == 0)
+
+    if not aio:
+        engine = sa.create_engine(url, pool_size=2)
+        with engine.connect() as conn:
+            assert conn.execute(point).scalar_one() == START
+            assert conn.in_transaction() and not write_lock_is_held(*accounts)
+        assert not write_lock_is_held(*accounts)  # returned to the pool
+        with engine.connect() as conn:
+            assert conn.execute(point).scalar_one() == START  # in the transaction begun ahead
+        engine.dispose()
+        return
+
+    async def main() -> None:
+        engine = create_async_engine(url, pool_size=2)
+        async with engine.connect() as conn:
+            assert (await conn.execute(point)).scalar_one() == START
+            assert conn.in_transaction() and not write_lock_is_held(*accounts)
+        assert not write_lock_is_held(*accounts)
+        async with engine.connect() as conn:
+            assert (await conn.execute(point)).scalar_one() == START
+        await engine.dispose()
+
+    asyncio.run(main())
