@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import socket
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -45,6 +46,7 @@ from dqlite.exceptions import (
     OperationalError,
     ProgrammingError,
 )
+from dqlite.tls import resolve_ssl
 
 __all__ = ["AsyncConnection", "AsyncCursor", "connect"]
 
@@ -332,6 +334,9 @@ async def connect(
     ssl: SSLContext | None = None,
     busy_timeout: float = 5.0,
     busy_poll: float = DEFAULT_BUSY_POLL,
+    ssl_ca: str | os.PathLike[str] | None = None,
+    ssl_cert: str | os.PathLike[str] | None = None,
+    ssl_key: str | os.PathLike[str] | None = None,
 ) -> AsyncConnection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -348,7 +353,8 @@ async def connect(
     session = Session(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-        max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout,
+        max_message_size=max_message_size, ssl=resolve_ssl(ssl, ssl_ca, ssl_cert, ssl_key),
+        busy_timeout=busy_timeout,
         busy_poll=busy_poll)
     conn = AsyncConnection(session)
     await conn._run(session.connect())

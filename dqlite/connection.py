@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,6 +27,7 @@ from dqlite.exceptions import (
     InterfaceError,
     ProgrammingError,
 )
+from dqlite.tls import resolve_ssl
 
 __all__ = ["Connection", "Cursor", "connect"]
 
@@ -46,6 +48,9 @@ def connect(
     ssl: SSLContext | None = None,
     busy_timeout: float = 5.0,
     busy_poll: float = DEFAULT_BUSY_POLL,
+    ssl_ca: str | os.PathLike[str] | None = None,
+    ssl_cert: str | os.PathLike[str] | None = None,
+    ssl_key: str | os.PathLike[str] | None = None,
 ) -> Connection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -63,7 +68,10 @@ def connect(
     as integers.  ``cached_statements`` bounds the prepared statements kept
     per connection; ``max_message_size`` the size of one server message.
     ``ssl``: an ``ssl.SSLContext`` to speak TLS to the nodes (the host name
-    checked is the one in each node's address).
+    checked is the one in each node's address).  Or ``ssl_ca``, ``ssl_cert``
+    and ``ssl_key``: PEM files to make one from (``dqlite.tls.client_context``:
+    the authorities the nodes' certificates chain to, and the client's own
+    certificate and key for mutual TLS).
 
     ``busy_timeout`` (like sqlite3's ``timeout``): a statement that finds the
     database locked by another connection's write transaction (SQLITE_BUSY)
@@ -85,7 +93,8 @@ def connect(
     return Connection(Session(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-        max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout,
+        max_message_size=max_message_size, ssl=resolve_ssl(ssl, ssl_ca, ssl_cert, ssl_key),
+        busy_timeout=busy_timeout,
         busy_poll=busy_poll))
 
 
