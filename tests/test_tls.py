@@ -175,3 +175,23 @@ def test_a_bad_tls_file_in_a_url_fails_at_create_engine(tmp_path):
     sa = pytest.importorskip("sqlalchemy")
     with pytest.raises(sa.exc.ArgumentError, match="ssl_ca"):
         sa.create_engine(f"dqlite://127.0.0.1:1/db?ssl_ca={tmp_path}/missing.pem")
+
+
+def test_cluster_admin_over_mutual_tls(mtls_node):
+    import asyncio
+
+    from dqlite.aiocluster import AsyncClusterAdmin
+    from dqlite.cluster import ClusterAdmin
+    from dqlite.tls import client_context
+
+    address, files, _ = mtls_node
+    context = client_context(files["ssl_ca"], files["ssl_cert"], files["ssl_key"])
+    admin = ClusterAdmin([address], ssl=context)
+    assert admin.leader() == address
+    assert [(n.id, n.address) for n in admin.members()] == [(1, address)]
+
+    async def main():
+        aadmin = AsyncClusterAdmin([address], ssl=context)
+        return await aadmin.leader(), await aadmin.describe(address)
+
+    assert asyncio.run(main()) == (address, (0, 0))
