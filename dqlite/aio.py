@@ -30,7 +30,7 @@ import socket
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from ssl import SSLContext
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dqlite._protocol import Decoder
 from dqlite._sockio import BusyPoll, poll_into_decoder
@@ -48,7 +48,10 @@ from dqlite.exceptions import (
 )
 from dqlite.tls import resolve_ssl
 
-__all__ = ["AsyncConnection", "AsyncCursor", "connect"]
+if TYPE_CHECKING:
+    from dqlite.aiopool import AsyncConnectionPool
+
+__all__ = ["AsyncConnection", "AsyncCursor", "connect", "create_pool"]
 
 log = logging.getLogger("dqlite")
 
@@ -904,3 +907,15 @@ class AsyncCursor(ResultState):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def create_pool(addresses: str | Sequence[str], database: str = "main", **kwargs: Any) -> AsyncConnectionPool:
+    """An asyncio connection pool (``dqlite.aiopool.AsyncConnectionPool``).
+
+    ``min_size``, ``max_size``, ``max_lifetime``, ``max_idle`` and
+    ``acquire_timeout`` shape the pool (see ``dqlite.aiopool.create_pool``);
+    other keywords go to ``connect``.
+    """
+    from dqlite.aiopool import create_pool as create
+
+    return await create(addresses, database, **kwargs)
