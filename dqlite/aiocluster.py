@@ -16,6 +16,7 @@ waiting differs: on the event loop, no threads.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Sequence
 from ssl import SSLContext
 from typing import Any
@@ -24,6 +25,7 @@ from dqlite._protocol import Decoder, Encoder, encode_handshake
 from dqlite._wire import parse_address
 from dqlite.aio import _StreamProtocol
 from dqlite.cluster import (
+    ROLE_NAMES,
     SPARE,
     VOTER,
     LeaderSearch,
@@ -42,6 +44,8 @@ from dqlite.cluster import (
 from dqlite.exceptions import ConnectionLostError, Error, InterfaceError, ProtocolError
 
 __all__ = ["AsyncNodeClient", "AsyncClusterAdmin", "find_leader"]
+
+log = logging.getLogger("dqlite.cluster")
 
 
 class AsyncNodeClient:
@@ -213,6 +217,7 @@ class AsyncClusterAdmin:
     async def add(self, node_id: int, address: str, role: int = VOTER) -> None:
         """Add a node and give it ``role`` (a new node joins as spare first)."""
         async with await self._leader_client() as c:
+            log.info("adding node %d at %s (role %s)", node_id, address, ROLE_NAMES.get(role, role))
             await c.add(node_id, address)
             if role != SPARE:
                 await c.assign(node_id, role)
@@ -220,16 +225,19 @@ class AsyncClusterAdmin:
     async def assign(self, node_id: int, role: int) -> None:
         """Change a member's role (VOTER, STANDBY or SPARE)."""
         async with await self._leader_client() as c:
+            log.info("assigning node %d the role %s", node_id, ROLE_NAMES.get(role, role))
             await c.assign(node_id, role)
 
     async def remove(self, node_id: int) -> None:
         """Remove a member from the cluster."""
         async with await self._leader_client() as c:
+            log.info("removing node %d", node_id)
             await c.remove(node_id)
 
     async def transfer(self, node_id: int = 0) -> None:
         """Move leadership to ``node_id`` (0: any voter)."""
         async with await self._leader_client() as c:
+            log.info("transferring leadership to node %d", node_id)
             await c.transfer(node_id)
 
     async def describe(self, address: str) -> tuple[int, int]:
@@ -240,6 +248,7 @@ class AsyncClusterAdmin:
     async def weight(self, address: str, weight: int) -> None:
         """Set the weight of the node at ``address`` (shown by ``describe``)."""
         async with await self._client(address) as c:
+            log.info("setting the weight of node %s to %d", address, weight)
             await c.set_weight(weight)
 
     async def dump(self, database: str) -> dict[str, bytes]:

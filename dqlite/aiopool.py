@@ -66,6 +66,7 @@ class AsyncConnectionPool:
         self.database = database
         self._connect_kwargs = connect_kwargs
         self._autocommit = bool(connect_kwargs.get("autocommit", False))
+        self._on_query = connect_kwargs.get("on_query")
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._idle: list[Slot] = []
         self._in_use: dict[int, Slot] = {}
@@ -165,6 +166,8 @@ class AsyncConnectionPool:
                     if conn.autocommit != self._autocommit:
                         conn.autocommit = self._autocommit
                     conn.row_factory = None
+                    if conn.on_query is not self._on_query:
+                        conn.on_query = self._on_query
                 except Error as exc:
                     drop, error = True, exc
                 except BaseException:

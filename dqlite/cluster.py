@@ -282,6 +282,7 @@ class ClusterAdmin:
     def add(self, node_id: int, address: str, role: int = VOTER) -> None:
         """Add a node and give it ``role`` (a new node joins as spare first)."""
         with self._leader_client() as c:
+            log.info("adding node %d at %s (role %s)", node_id, address, ROLE_NAMES.get(role, role))
             c.add(node_id, address)
             if role != SPARE:
                 c.assign(node_id, role)
@@ -289,16 +290,19 @@ class ClusterAdmin:
     def assign(self, node_id: int, role: int) -> None:
         """Change a member's role (VOTER, STANDBY or SPARE)."""
         with self._leader_client() as c:
+            log.info("assigning node %d the role %s", node_id, ROLE_NAMES.get(role, role))
             c.assign(node_id, role)
 
     def remove(self, node_id: int) -> None:
         """Remove a member from the cluster."""
         with self._leader_client() as c:
+            log.info("removing node %d", node_id)
             c.remove(node_id)
 
     def transfer(self, node_id: int = 0) -> None:
         """Move leadership to ``node_id`` (0: any voter)."""
         with self._leader_client() as c:
+            log.info("transferring leadership to node %d", node_id)
             c.transfer(node_id)
 
     def describe(self, address: str) -> tuple[int, int]:
@@ -309,6 +313,7 @@ class ClusterAdmin:
     def weight(self, address: str, weight: int) -> None:
         """Set the weight of the node at ``address`` (shown by ``describe``)."""
         with self._client(address) as c:
+            log.info("setting the weight of node %s to %d", address, weight)
             c.set_weight(weight)
 
     def dump(self, database: str) -> dict[str, bytes]:

@@ -102,7 +102,9 @@ class ConnectionPool:
     connections opened before that (they talk to the old leader too).  A
     connection older than ``max_lifetime`` seconds is replaced, and one idle
     for ``max_idle`` seconds closed (beyond ``min_size``).  Other keywords
-    (``timeout``, ``autocommit``, ``ssl_ca``, ...) go to ``dqlite.connect``.
+    (``timeout``, ``autocommit``, ``ssl_ca``, ``on_query``, ...) go to
+    ``dqlite.connect``: ``on_query`` is the hook of every pooled connection
+    (and restored when one comes back).
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class ConnectionPool:
         self.database = database
         self._connect_kwargs = connect_kwargs
         self._autocommit = bool(connect_kwargs.get("autocommit", False))
+        self._on_query = connect_kwargs.get("on_query")
         self._cond = threading.Condition()
         self._idle: list[Slot] = []          # most recently returned last
         self._in_use: dict[int, Slot] = {}   # id(conn) -> slot
@@ -223,6 +226,8 @@ class ConnectionPool:
                 if conn.autocommit != self._autocommit:
                     conn.autocommit = self._autocommit
                 conn.row_factory = None
+                if conn.on_query is not self._on_query:
+                    conn.on_query = self._on_query
             except Error as exc:
                 drop, error = True, exc
             except BaseException:
