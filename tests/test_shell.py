@@ -156,11 +156,13 @@ def test_interactive_terminal(db, tmp_path):
                             stdin=follower_fd, stdout=follower_fd, stderr=follower_fd, close_fds=True)
     os.close(follower_fd)
     seen = b""
+    pos = 0
 
     def expect(text: bytes) -> None:
-        nonlocal seen
+        """Wait for ``text`` after what the last expect matched (type nothing before a prompt shows)."""
+        nonlocal seen, pos
         deadline = time.monotonic() + 30
-        while text not in seen:
+        while text not in seen[pos:]:
             left = deadline - time.monotonic()
             assert left > 0, seen
             ready, _, _ = select.select([leader_fd], [], [], left)
@@ -171,6 +173,7 @@ def test_interactive_terminal(db, tmp_path):
                     chunk = b""
                 assert chunk, seen
                 seen += chunk
+        pos = seen.index(text, pos) + len(text)
 
     try:
         expect(b"dqlite> ")
@@ -178,8 +181,10 @@ def test_interactive_terminal(db, tmp_path):
         expect(b"...> ")
         os.write(leader_fd, b"FROM kv;\n")
         expect(b"(1 row)")
+        expect(b"dqlite> ")
         os.write(leader_fd, b"SELEC 1;\n")
         expect(b'Error: near "SELEC"')
+        expect(b"dqlite> ")
         os.write(leader_fd, b"\x04")  # Ctrl-D
         assert proc.wait(30) == 0
     finally:
