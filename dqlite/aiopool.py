@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any
 
 import dqlite.aio
@@ -189,16 +188,15 @@ class AsyncConnectionPool:
                 conn.terminate()
             self._wake_one()
 
-    @asynccontextmanager
-    async def acquire(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection]:
-        """``async with pool.acquire() as conn:`` a connection, rolled back and given back after."""
-        conn = await self.getconn(timeout)
-        try:
-            yield conn
-        except BaseException as exc:
-            await self.putconn(conn, exc)
-            raise
-        await self.putconn(conn)
+    def acquire(self, timeout: float | None = None) -> _Acquire:
+        """A connection from the pool: ``async with pool.acquire() as conn:`` (rolled
+        back and given back after), or ``conn = await pool.acquire()`` and later
+        ``await pool.release(conn)``."""
+        return _Acquire(self, timeout)
+
+    async def release(self, conn: AsyncConnection, error: BaseException | None = None) -> None:
+        """Give back a connection from ``await pool.acquire()`` (``putconn``)."""
+        await self.putconn(conn, error)
 
     async def _run(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
         async with self.acquire() as conn:
@@ -249,3 +247,26 @@ class AsyncConnectionPool:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class _Acquire:
+    """What ``AsyncConnectionPool.acquire`` returns: awaitable, or an async context manager."""
+
+    __slots__ = ("_pool", "_timeout", "_conn")
+
+    def __init__(self, pool: AsyncConnectionPool, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: AsyncConnection | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncConnection]:
+        return self._pool.getconn(self._timeout).__await__()
+
+    async def __aenter__(self) -> AsyncConnection:
+        self._conn = await self._pool.getconn(self._timeout)
+        return self._conn
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._pool.putconn(conn, exc)

@@ -251,6 +251,10 @@ class ConnectionPool:
         for other in old:
             other.conn.close()
 
+    def release(self, conn: Connection, error: BaseException | None = None) -> None:
+        """The same as ``putconn``."""
+        self.putconn(conn, error)
+
     def _forget(self) -> None:
         with self._cond:
             self._cond.notify()

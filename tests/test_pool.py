@@ -121,6 +121,13 @@ def test_async_pool_rolls_back_limits_and_closes(table):
         assert await pool.execute("INSERT INTO t VALUES (?, ?)", (2, "x")) == 1
         assert await pool.fetchall("SELECT id, v FROM t") == [(2, "x")]
         assert await pool.fetchone("SELECT v FROM t") == ("x",)
+        plain = await pool.acquire()  # awaited, not entered: given back by release()
+        assert plain is conn
+        await pool.release(plain)
+        with pytest.raises(ValueError, match="boom"):
+            async with pool.acquire():
+                raise ValueError("boom")  # not a lost leader: the connection stays
+        assert pool.idle == 1 and not conn.closed
         # A waiter gets the connection given back, and close() wakes the others.
         held = await pool.getconn(timeout=5)
         waiter = asyncio.ensure_future(pool.getconn(timeout=30))

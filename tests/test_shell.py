@@ -211,3 +211,16 @@ def test_node_store_files(tmp_path):
     rc = subprocess.run([sys.executable, "-m", "dqlite", "--store", str(tmp_path / "missing"), "-c", "SELECT 1"],
                         capture_output=True, text=True)
     assert rc.returncode == 2 and rc.stderr.startswith("Error: cannot read node store")
+
+
+def test_console_script(db):
+    """The installed ``dqlite-shell`` script is the same shell."""
+    from importlib.metadata import entry_points
+
+    (entry,) = entry_points(group="console_scripts", name="dqlite-shell")
+    assert entry.value == "dqlite.shell:main"
+    script = os.path.join(os.path.dirname(sys.executable), "dqlite-shell")
+    addresses, name = db
+    done = subprocess.run([script, "-s", addresses[0], name, "-f", "csv", "-c", "SELECT count(*) AS n FROM kv"],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "n\n2\n", "")

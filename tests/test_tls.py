@@ -195,3 +195,19 @@ def test_cluster_admin_over_mutual_tls(mtls_node):
         return await aadmin.leader(), await aadmin.describe(address)
 
     assert asyncio.run(main()) == (address, (0, 0))
+
+
+def test_shell_over_mutual_tls(mtls_node):
+    import subprocess
+    import sys
+
+    address, files, _ = mtls_node
+    base = [sys.executable, "-m", "dqlite", "-s", address, "db", "--ssl-ca", files["ssl_ca"]]
+    tls = base + ["--ssl-cert", files["ssl_cert"], "--ssl-key", files["ssl_key"]]
+    done = subprocess.run(tls + ["-c", "SELECT 'over tls'"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "") and "over tls" in done.stdout
+    done = subprocess.run(tls + ["-c", ".leader"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == address
+    # Without the client certificate: one line, exit status 1.
+    done = subprocess.run(base + ["--timeout", "1", "-c", "SELECT 1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1
