@@ -186,6 +186,9 @@ class AsyncConnectionPool:
                 self._idle.append(slot)
             else:
                 conn.terminate()
+            # Idle connections past their limits go now, not at the next acquire.
+            for stale in self.limits.prune(self._idle, len(self._in_use) + self._opening, self._generation):
+                stale.conn.terminate()
             self._wake_one()
 
     def acquire(self, timeout: float | None = None) -> _Acquire:

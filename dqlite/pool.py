@@ -91,6 +91,22 @@ class PoolLimits:
                 or (not keep and self.max_idle is not None and now - slot.idle_since >= self.max_idle))
 
 
+    def prune(self, idle: list[Slot], busy: int, generation: int) -> list[Slot]:
+        """Take the stale connections out of ``idle`` (oldest first, most
+        recently returned last) and return them, to be closed; ``busy``
+        connections are in use or being opened, and with them ``min_size``
+        are kept even if idle too long."""
+        now = _monotonic()
+        stale: list[Slot] = []
+        kept: list[Slot] = []
+        # The most recently used are kept first: they are the ones handed out next.
+        for slot in reversed(idle):
+            keep = busy + len(kept) < self.min_size
+            (stale if self.stale(slot, now, generation, keep) else kept).append(slot)
+        idle[:] = reversed(kept)
+        return stale
+
+
 class ConnectionPool:
     """A thread-safe pool of ``dqlite.connect`` connections to one database.
 
@@ -101,7 +117,8 @@ class ConnectionPool:
     that lost its leader or its socket is closed instead, and so are the idle
     connections opened before that (they talk to the old leader too).  A
     connection older than ``max_lifetime`` seconds is replaced, and one idle
-    for ``max_idle`` seconds closed (beyond ``min_size``).  Other keywords
+    for ``max_idle`` seconds closed (beyond ``min_size``), when a connection
+    is taken or given back.  Other keywords
     (``timeout``, ``autocommit``, ``ssl_ca``, ``on_query``, ...) go to
     ``dqlite.connect``: ``on_query`` is the hook of every pooled connection
     (and restored when one comes back).
@@ -245,6 +262,8 @@ class ConnectionPool:
             if keep:
                 slot.idle_since = _monotonic()
                 self._idle.append(slot)
+            # Idle connections past their limits go now, not at the next acquire.
+            old += self.limits.prune(self._idle, len(self._in_use) + self._opening, self._generation)
             self._cond.notify()
         if not keep:
             conn.close()

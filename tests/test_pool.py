@@ -82,6 +82,14 @@ def test_sync_pool_replaces_old_and_idle_connections(table):
         with pool.acquire() as second:
             assert second is not first
         assert first.closed
+        # Given back, a connection closes the others idle too long.
+        third = pool.getconn()
+        assert third is second
+        fourth = pool.getconn()
+        pool.putconn(fourth)
+        time.sleep(0.01)
+        pool.putconn(third)
+        assert fourth.closed  # (third may be too, by now: max_idle is 1 ms)
 
 
 def test_sync_pool_drops_connections_after_a_lost_leader(dqlite_fresh_cluster, transfer_away):
