@@ -150,7 +150,17 @@ class Shell:
     # -- output ----------------------------------------------------------------
 
     def print(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        try:
+            print(text, file=self.out, flush=True)
+        except BrokenPipeError:
+            # The reader went away (``| head``): stop quietly, as other shells do.
+            self.done = True
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())  # nothing left to flush at exit
+                os.close(devnull)
+            except (OSError, ValueError, io.UnsupportedOperation):
+                pass
 
     def error(self, message: str) -> None:
         self.failures += 1
@@ -184,7 +194,7 @@ class Shell:
             if rest:
                 statements.append(rest.strip())  # -c "SELECT 1" without the ';'
             for sql in statements:
-                if not self.guarded(lambda: self.sql(sql)):
+                if self.done or not self.guarded(lambda: self.sql(sql)):
                     break
         return self.failures == before
 

@@ -224,3 +224,14 @@ def test_console_script(db):
     done = subprocess.run([script, "-s", addresses[0], name, "-f", "csv", "-c", "SELECT count(*) AS n FROM kv"],
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, "n\n2\n", "")
+
+
+def test_output_to_a_closed_pipe_ends_quietly(db):
+    addresses, name = db
+    proc = subprocess.Popen([sys.executable, "-m", "dqlite", "-s", addresses[0], name, "-c",
+                             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) "
+                             "SELECT x FROM c"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline()  # the header; then the reader goes away
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(60) == 0 and err == b""
