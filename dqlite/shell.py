@@ -392,19 +392,42 @@ def _parser() -> argparse.ArgumentParser:
         prog="dqlite-shell", description="SQL and cluster administration for a dqlite cluster.",
         epilog="Type .help in the shell for its dot commands.")
     parser.add_argument("database", nargs="?", default="main", help="the database to open (default: main)")
-    parser.add_argument("-s", "--server", action="append", default=[], metavar="HOST:PORT",
-                        help="a node of the cluster (repeatable; default 127.0.0.1:9001)")
+    parser.add_argument("statements", nargs="?", metavar="SQL",
+                        help="as -c (go-dqlite's shell takes the command here)")
+    parser.add_argument("-s", "--server", "--servers", action="append", default=[], metavar="HOST:PORT",
+                        help="nodes of the cluster: repeatable, comma-separated, or file://STORE "
+                             "(default 127.0.0.1:9001)")
     parser.add_argument("--store", metavar="FILE", help="a node store file (go-dqlite's YAML, or host:port lines)")
     parser.add_argument("-c", "--command", metavar="SQL", help="run this SQL (or dot command) and exit")
-    parser.add_argument("-f", "--format", choices=FORMATS, default="table", help="how results are shown")
+    parser.add_argument("-f", "--format", choices=FORMATS + ("tabular",), default="table",
+                        help="how results are shown (tabular: table, as go-dqlite names it)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds for the leader search and each answer")
     parser.add_argument("--ssl-ca", "--ca", metavar="FILE", help="PEM authorities the nodes' certificates chain to")
-    parser.add_argument("--ssl-cert", "--cert", metavar="FILE", help="client certificate (PEM) for mutual TLS")
-    parser.add_argument("--ssl-key", "--key", metavar="FILE", help="client private key (PEM) for mutual TLS")
+    parser.add_argument("--ssl-cert", "--cert", metavar="FILE",
+                        help="client certificate (PEM) for mutual TLS; without --ssl-ca it is also the "
+                             "one certificate the nodes must present (a cluster certificate, as go-dqlite uses)")
+    parser.add_argument("--ssl-key", "--key", "-k", metavar="FILE", help="client private key (PEM) for mutual TLS")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the driver's messages to stderr")
     parser.add_argument("--history", metavar="FILE", default=os.path.expanduser("~/.dqlite_history"),
                         help="readline history file (default ~/.dqlite_history)")
     return parser
+
+
+def tls_context(ca: str | None, cert: str | None, key: str | None) -> Any:
+    """The shell's ``SSLContext``, or None without TLS options.
+
+    As ``dqlite.tls.client_context``, except that a client certificate given
+    without ``ca`` is also the one certificate trusted for the nodes, whatever
+    host name it names: the cluster certificate that LXD-style deployments
+    (and go-dqlite's own shell) share between nodes and clients.
+    """
+    if not (ca or cert or key):
+        return None
+    if cert and not ca:
+        context = client_context(cert, cert, key)
+        context.check_hostname = False  # the pinned certificate is the only trust anchor
+        return context
+    return client_context(ca, cert, key)
 
 
 def _setup_readline(history: str) -> Callable[[], None]:
@@ -437,21 +460,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("dqlite").addHandler(logging.NullHandler())
         logging.getLogger("dqlite").propagate = False
     try:
-        addresses = list(args.server)
+        addresses: list[str] = []
+        for entry in args.server:
+            if entry.startswith("file://"):
+                addresses += read_store(entry[len("file://"):])
+            else:
+                addresses += [part.strip() for part in entry.split(",") if part.strip()]
         if args.store:
             addresses += read_store(args.store)
         if not addresses:
             addresses = ["127.0.0.1:9001"]
-        ssl = None
-        if args.ssl_ca or args.ssl_cert or args.ssl_key:
-            ssl = client_context(args.ssl_ca, args.ssl_cert, args.ssl_key)
+        addresses = list(dict.fromkeys(addresses))
+        ssl = tls_context(args.ssl_ca, args.ssl_cert, args.ssl_key)
+        if args.command is not None and args.statements is not None:
+            raise ShellError("give the SQL either with -c or after the database, not both")
+        command = args.command if args.command is not None else args.statements
+        fmt = "table" if args.format == "tabular" else args.format
     except (ShellError, dqlite.Error) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    shell = Shell(addresses, args.database, ssl=ssl, fmt=args.format, timeout=args.timeout)
+    shell = Shell(addresses, args.database, ssl=ssl, fmt=fmt, timeout=args.timeout)
     try:
-        if args.command is not None:
-            return 0 if shell.run(args.command) else 1
+        if command is not None:
+            return 0 if shell.run(command) else 1
         interactive = sys.stdin.isatty()
         save = _setup_readline(args.history) if interactive else (lambda: None)
         if interactive:

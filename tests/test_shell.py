@@ -235,3 +235,15 @@ def test_output_to_a_closed_pipe_ends_quietly(db):
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait(60) == 0 and err == b""
+
+
+def test_go_dqlite_style_arguments(db, tmp_path):
+    """-s a,b and -s file://STORE, the SQL after the database, -f tabular."""
+    addresses, name = db
+    store = tmp_path / "cluster.yaml"
+    store.write_text("".join(f"- Address: {a}\n  ID: {i + 1}\n  Role: 0\n" for i, a in enumerate(addresses)))
+    for servers in (",".join(addresses), f"file://{store}"):
+        done = subprocess.run([sys.executable, "-m", "dqlite", "-s", servers, name, "SELECT count(*) AS n FROM kv",
+                               "-f", "tabular"], capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stderr) == (0, ""), servers
+        assert done.stdout.splitlines()[:3] == ["n", "-", "2"]

@@ -211,3 +211,16 @@ def test_shell_over_mutual_tls(mtls_node):
     # Without the client certificate: one line, exit status 1.
     done = subprocess.run(base + ["--timeout", "1", "-c", "SELECT 1"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1
+
+
+def test_shell_with_a_cluster_certificate_like_go_dqlite(tls_node, tmp_path):
+    """--cert/--key without --ssl-ca: the certificate is also the one the nodes must present."""
+    import subprocess
+    import sys
+
+    address, _, proxy = tls_node
+    done = subprocess.run([sys.executable, "-m", "dqlite", "-s", address, "db", "SELECT 'pinned'",
+                           "--cert", str(tmp_path / "cert.pem"), "-k", str(tmp_path / "key.pem")],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "") and "pinned" in done.stdout
+    assert proxy.accepted >= 1
