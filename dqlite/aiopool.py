@@ -21,7 +21,7 @@ from typing import Any
 import dqlite.aio
 from dqlite.aio import AsyncConnection
 from dqlite.exceptions import Error, InterfaceError
-from dqlite.pool import PoolClosedError, PoolLimits, PoolTimeoutError, Slot, _monotonic, must_drop
+from dqlite.pool import PoolClosedError, PoolLimits, PoolTimeoutError, Slot, _monotonic, leader_lost, must_drop
 
 __all__ = ["AsyncConnectionPool", "create_pool"]
 
@@ -173,7 +173,7 @@ class AsyncConnectionPool:
                     drop = True  # cancelled while rolling back: the socket is out of step
                     raise
         finally:
-            if drop and must_drop(error) and slot.generation == self._generation:
+            if drop and leader_lost(error) and slot.generation == self._generation:
                 # A lost leader: the idle connections opened before talk to it too.
                 self._generation += 1
                 old, self._idle = self._idle, []

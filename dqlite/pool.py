@@ -51,6 +51,12 @@ def must_drop(exc: BaseException | None) -> bool:
     return isinstance(exc, (ConnectionLostError, ProtocolError)) or not isinstance(exc, Exception)
 
 
+def leader_lost(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says the leader (or the way to it) was lost: then the idle
+    connections opened before it go too, as they talk to the same node."""
+    return isinstance(exc, ConnectionLostError)
+
+
 class Slot:
     """A pooled connection and its bookkeeping (shared by both pools)."""
 
@@ -251,7 +257,7 @@ class ConnectionPool:
                 conn.close()
                 self._forget()
                 raise
-        lost = drop and must_drop(error)
+        lost = drop and leader_lost(error)
         old: list[Slot] = []
         with self._cond:
             if lost and slot.generation == self._generation:

@@ -149,6 +149,23 @@ def test_async_pool_rolls_back_limits_and_closes(table):
             await second
         await pool.putconn(held)
         assert held.closed and pool.size == 0
+        # A task cancelled while it holds a connection: that connection goes
+        # (its socket may hold half an answer), the idle ones stay.
+        pool = await dqlite.aio.create_pool(addresses, db, min_size=2, max_size=2, acquire_timeout=5)
+        entered = asyncio.Event()
+
+        async def hold():
+            async with pool.acquire():
+                entered.set()
+                await asyncio.sleep(3600)
+
+        task = asyncio.ensure_future(hold())
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool.size == 1 and pool.idle == 1
+        await pool.close()
 
     asyncio.run(main())
 
