@@ -95,3 +95,52 @@ def test_pools_give_their_connections_the_hook(dqlite_cluster, dqlite_database):
     asyncio.run(main())
     assert [(e.sql, e.rowcount) for e in events] == [
         ("CREATE TABLE t (x)", -1), ("SELECT count(*) FROM t", 1), ("INSERT INTO t VALUES (1)", 1)]
+
+
+def _readme_block(marker: str) -> str:
+    """The README's Python code block that contains ``marker``."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if marker in b]
+    return block
+
+
+def test_readme_slow_query_example_runs(dqlite_cluster, caplog):
+    code = _readme_block("slow_query_logger(0.05)")
+    code = code.replace('["127.0.0.1:9001"]', repr(dqlite_cluster.addresses)).replace("logging.basicConfig()\n", "")
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    conn = scope["conn"]
+    conn.on_query = slow_query_logger(0.0)  # every statement is "slow": the log shows it
+    with caplog.at_level(logging.WARNING, logger="dqlite.query"):
+        conn.execute("SELECT 1").fetchall()
+    conn.close()
+    assert "slow query" in caplog.text and "SELECT 1" in caplog.text
+
+
+def test_readme_opentelemetry_example_runs(dqlite_cluster, dqlite_database):
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    code = _readme_block("def trace_query")
+    code = code.replace('["127.0.0.1:9001"], "app"', f"{dqlite_cluster.addresses!r}, {dqlite_database!r}")
+    code = code.replace('tracer = trace.get_tracer("dqlite")', 'tracer = provider.get_tracer("dqlite")')
+    scope: dict = {"provider": provider}
+    exec(compile(code, "README.md", "exec"), scope)
+    pool = scope["pool"]
+    pool.execute("CREATE TABLE t (x)")
+    with pytest.raises(dqlite.OperationalError):
+        pool.execute("SELEC 1")
+    pool.close()
+    spans = exporter.get_finished_spans()
+    assert [s.attributes["db.statement"] for s in spans] == ["CREATE TABLE t (x)", "SELEC 1"]
+    assert spans[0].attributes["db.name"] == dqlite_database and spans[0].end_time >= spans[0].start_time
+    assert spans[1].status.status_code == trace.StatusCode.ERROR and spans[1].events[0].name == "exception"
