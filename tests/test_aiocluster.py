@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 import dqlite
+import dqlite.aio
 import dqlite.cluster
 from dqlite.aiocluster import AsyncClusterAdmin, AsyncNodeClient, find_leader
 from dqlite.server import LocalNode, free_ports
@@ -83,3 +84,18 @@ def test_find_node_by_id_or_address(dqlite_cluster):
     assert dqlite.cluster.find_node(members, first.address) == first
     with pytest.raises(dqlite.OperationalError, match="no node '99' in the cluster; members: "):
         dqlite.cluster.find_node(members, "99")
+
+
+def test_async_admin_and_pool_on_uvloop(dqlite_cluster, dqlite_database):
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main():
+        admin = AsyncClusterAdmin(dqlite_cluster.addresses)
+        leader = await admin.leader()
+        assert leader in [m.address for m in await admin.members()]
+        async with await dqlite.aio.create_pool(dqlite_cluster.addresses, dqlite_database, max_size=2) as pool:
+            await pool.execute("CREATE TABLE t (x)")
+            await asyncio.gather(*(pool.execute("INSERT INTO t VALUES (?)", (i,)) for i in range(20)))
+            return await pool.fetchall("SELECT count(*) FROM t")
+
+    assert uvloop.run(main()) == [(20,)]
