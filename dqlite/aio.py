@@ -25,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import socket
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from ssl import SSLContext
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dqlite._protocol import Decoder
 from dqlite._sockio import BusyPoll, poll_into_decoder
@@ -45,8 +47,13 @@ from dqlite.exceptions import (
     OperationalError,
     ProgrammingError,
 )
+from dqlite.hooks import QueryEvent, QueryHook, emit, event_rowcount
+from dqlite.tls import resolve_ssl
 
-__all__ = ["AsyncConnection", "AsyncCursor", "connect"]
+if TYPE_CHECKING:
+    from dqlite.aiopool import AsyncConnectionPool
+
+__all__ = ["AsyncConnection", "AsyncCursor", "connect", "create_pool"]
 
 log = logging.getLogger("dqlite")
 
@@ -333,6 +340,10 @@ async def connect(
     busy_timeout: float = 5.0,
     busy_poll: float = DEFAULT_BUSY_POLL,
     transaction_mode: str = "AUTO",
+    ssl_ca: str | os.PathLike[str] | None = None,
+    ssl_cert: str | os.PathLike[str] | None = None,
+    ssl_key: str | os.PathLike[str] | None = None,
+    on_query: QueryHook | None = None,
 ) -> AsyncConnection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -344,20 +355,28 @@ async def connect(
     seconds while an answer is awaited, the connection polls its socket
     itself if the event loop has nothing else to run, and otherwise keeps
     the loop polling (selecting with no timeout, serving everything else
-    as usual), instead of letting it sleep.
+    as usual), instead of letting it sleep.  ``on_query``: see
+    ``dqlite.Connection.on_query``.
     """
     session = Session(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-        max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout,
+        max_message_size=max_message_size, ssl=resolve_ssl(ssl, ssl_ca, ssl_cert, ssl_key),
+        busy_timeout=busy_timeout,
         busy_poll=busy_poll, transaction_mode=transaction_mode)
     conn = AsyncConnection(session)
+    if on_query is not None:
+        conn.on_query = on_query
     await conn._run(session.connect())
     return conn
 
 
 class AsyncConnection(ConnectionBase):
     """An asyncio connection to the leader of a dqlite cluster (see ``connect``)."""
+
+    # The class of its cursors: AsyncCursor, or _HookedAsyncCursor while a hook is set.
+    _cursor_cls: type[AsyncCursor]
+    _on_query: QueryHook | None = None
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -595,7 +614,19 @@ class AsyncConnection(ConnectionBase):
     def cursor(self) -> AsyncCursor:
         """A new cursor on this connection."""
         self._session.check_open()
-        return AsyncCursor(self)
+        return self._cursor_cls(self)
+
+    @property
+    def on_query(self) -> QueryHook | None:
+        """A hook called after each statement (see ``dqlite.Connection.on_query``)."""
+        return self._on_query
+
+    @on_query.setter
+    def on_query(self, hook: QueryHook | None) -> None:
+        if hook is not None and not callable(hook):
+            raise InterfaceError(f"on_query must be callable or None, not {type(hook).__name__}")
+        self._on_query = hook
+        self._cursor_cls = AsyncCursor if hook is None else _HookedAsyncCursor
 
     async def execute(self, sql: str, parameters: Parameters = ()) -> AsyncCursor:
         """Shortcut: a new cursor's ``execute``."""
@@ -899,3 +930,43 @@ class AsyncCursor(ResultState):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+
+class _HookedAsyncCursor(AsyncCursor):
+    """A cursor that reports each statement to its connection's ``on_query`` hook."""
+
+    async def execute(self, sql: str, parameters: Parameters = ()) -> AsyncCursor:
+        return await self._timed("execute", super().execute, sql, parameters)
+
+    async def executemany(self, sql: str, seq_of_parameters: Iterable[Parameters]) -> AsyncCursor:
+        return await self._timed("executemany", super().executemany, sql, seq_of_parameters)
+
+    async def _timed(self, method: str, call: Any, sql: str, arg: Any) -> AsyncCursor:
+        connection = self._owner
+        hook = connection._on_query
+        start = time.perf_counter()
+        try:
+            await call(sql, arg)
+        except BaseException as exc:
+            if hook is not None:
+                emit(hook, QueryEvent(sql, time.perf_counter() - start, -1, exc, connection.database, method))
+            raise
+        if hook is not None:
+            emit(hook, QueryEvent(sql, time.perf_counter() - start, event_rowcount(self), None,
+                                  connection.database, method))
+        return self
+
+
+AsyncConnection._cursor_cls = AsyncCursor
+
+async def create_pool(addresses: str | Sequence[str], database: str = "main", **kwargs: Any) -> AsyncConnectionPool:
+    """An asyncio connection pool (``dqlite.aiopool.AsyncConnectionPool``).
+
+    ``min_size``, ``max_size``, ``max_lifetime``, ``max_idle`` and
+    ``acquire_timeout`` shape the pool (see ``dqlite.aiopool.create_pool``);
+    other keywords go to ``connect``.
+    """
+    from dqlite.aiopool import create_pool as create
+
+    return await create(addresses, database, **kwargs)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from ssl import SSLContext
+from typing import Any, NamedTuple
 
 from dqlite._protocol import Encoder
 from dqlite._wire import Wire
 from dqlite.exceptions import Error, OperationalError, ProtocolError
 
 __all__ = [
-    "VOTER", "STANDBY", "SPARE", "NodeInfo", "NodeClient", "ClusterAdmin", "find_leader",
+    "VOTER", "STANDBY", "SPARE", "NodeInfo", "NodeClient", "ClusterAdmin", "find_leader", "find_node",
 ]
 
 log = logging.getLogger("dqlite.cluster")
@@ -40,18 +41,92 @@ class NodeInfo(NamedTuple):
         return ROLE_NAMES.get(self.role, str(self.role))
 
 
+# -- the requests, shared by NodeClient and dqlite.aiocluster.AsyncNodeClient --
+#
+# Each encodes one request into ``encoder`` and returns how to read its
+# answer: the decoder's reader method and what to make of its value.  The two
+# clients differ only in how they send and wait.
+
+Request = tuple[str, Callable[[Any], Any] | None]
+
+
+def _node_infos(servers: Any) -> list[NodeInfo]:
+    return [NodeInfo(i, a, r) for i, a, r in servers]
+
+
+def encode_leader(encoder: Encoder) -> Request:
+    encoder.leader()
+    return "read_server", tuple
+
+
+def encode_cluster(encoder: Encoder) -> Request:
+    encoder.cluster(1)
+    return "read_servers", _node_infos
+
+
+def encode_add(encoder: Encoder, node_id: int, address: str) -> Request:
+    encoder.add(node_id, address)
+    return "read_empty", None
+
+
+def encode_assign(encoder: Encoder, node_id: int, role: int) -> Request:
+    if role not in ROLE_NAMES:
+        raise OperationalError(f"unknown role {role!r}: use VOTER, STANDBY or SPARE")
+    encoder.assign(node_id, role)
+    return "read_empty", None
+
+
+def encode_remove(encoder: Encoder, node_id: int) -> Request:
+    encoder.remove(node_id)
+    return "read_empty", None
+
+
+def encode_transfer(encoder: Encoder, node_id: int) -> Request:
+    encoder.transfer(node_id)
+    return "read_empty", None
+
+
+def encode_describe(encoder: Encoder) -> Request:
+    encoder.describe()
+    return "read_metadata", tuple
+
+
+def encode_weight(encoder: Encoder, weight: int) -> Request:
+    encoder.weight(weight)
+    return "read_empty", None
+
+
+def encode_dump(encoder: Encoder, database: str) -> Request:
+    encoder.dump(database)
+    return "read_files", None
+
+
+def find_node(members: Iterable[NodeInfo], node: int | str) -> NodeInfo:
+    """The member ``node`` names: its id (an int or digits) or its address.
+
+    Raises ``OperationalError`` naming the members when there is none.
+    """
+    members = list(members)
+    text = str(node).strip()
+    for member in members:
+        if (text.isdigit() and member.id == int(text)) or member.address == text:
+            return member
+    known = ", ".join(f"{m.id} ({m.address})" for m in members) or "none"
+    raise OperationalError(f"no node {text!r} in the cluster; members: {known}")
+
+
 class NodeClient:
     """A control connection to one dqlite node.
 
     Requests other than LEADER, CLUSTER, DESCRIBE, WEIGHT and DUMP only work
     on the leader; sent elsewhere they raise ``ConnectionLostError`` with the
-    server's "not leader" code.
+    server's "not leader" code.  ``ssl``: an ``SSLContext`` for TLS to the node.
     """
 
-    def __init__(self, address: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, address: str, *, timeout: float = 5.0, ssl: SSLContext | None = None) -> None:
         self.address = address
         self._encoder = Encoder()
-        self._wire = Wire(address, timeout)
+        self._wire = Wire(address, timeout, None, ssl)
         self._wire.handshake_and_send(b"")
 
     def __repr__(self) -> str:
@@ -67,143 +142,181 @@ class NodeClient:
     def close(self) -> None:
         self._wire.close()
 
-    def _call(self, reader_name: str):
+    def _call(self, request: Request) -> Any:
+        reader_name, convert = request
         wire = self._wire
         wire.send(self._encoder.take())
         try:
-            return wire.read(getattr(wire.decoder, reader_name))
+            value = wire.read(getattr(wire.decoder, reader_name))
         except ProtocolError:
             # A server error leaves the connection in step; bad bytes do not.
             wire.close()
             raise
+        return value if convert is None else convert(value)
 
     def leader(self) -> tuple[int, str]:
         """(id, address) of the leader as this node knows it; (0, "") when unknown."""
-        self._encoder.leader()
-        return self._call("read_server")
+        return self._call(encode_leader(self._encoder))
 
     def cluster(self) -> list[NodeInfo]:
         """Every member of the cluster with its role."""
-        self._encoder.cluster(1)
-        return [NodeInfo(i, a, r) for i, a, r in self._call("read_servers")]
+        return self._call(encode_cluster(self._encoder))
 
     def add(self, node_id: int, address: str) -> None:
         """Add a node as a spare (leader only)."""
-        self._encoder.add(node_id, address)
-        self._call("read_empty")
+        self._call(encode_add(self._encoder, node_id, address))
 
     def assign(self, node_id: int, role: int) -> None:
         """Change a node's role to VOTER, STANDBY or SPARE (leader only)."""
-        if role not in ROLE_NAMES:
-            raise OperationalError(f"unknown role {role!r}: use VOTER, STANDBY or SPARE")
-        self._encoder.assign(node_id, role)
-        self._call("read_empty")
+        self._call(encode_assign(self._encoder, node_id, role))
 
     def remove(self, node_id: int) -> None:
         """Remove a node from the cluster (leader only)."""
-        self._encoder.remove(node_id)
-        self._call("read_empty")
+        self._call(encode_remove(self._encoder, node_id))
 
     def transfer(self, node_id: int = 0) -> None:
         """Hand leadership to ``node_id`` (0: a voter raft picks); returns once done."""
-        self._encoder.transfer(node_id)
-        self._call("read_empty")
+        self._call(encode_transfer(self._encoder, node_id))
 
     def describe(self) -> tuple[int, int]:
         """(failure_domain, weight) of this node."""
-        self._encoder.describe()
-        return self._call("read_metadata")
+        return self._call(encode_describe(self._encoder))
 
     def set_weight(self, weight: int) -> None:
         """Set this node's weight (shown by ``describe``)."""
-        self._encoder.weight(weight)
-        self._call("read_empty")
+        self._call(encode_weight(self._encoder, weight))
 
     def dump(self, database: str) -> dict[str, bytes]:
         """The database's files as the node holds them: {"name": ..., "name-wal": ...}."""
-        self._encoder.dump(database)
-        return self._call("read_files")
+        return self._call(encode_dump(self._encoder, database))
 
 
-def find_leader(addresses: str | Iterable[str], *, timeout: float = 5.0) -> str:
+class LeaderSearch:
+    """The bookkeeping of a search for the leader, without its I/O (shared
+    by ``find_leader`` and ``dqlite.aiocluster.find_leader``): which nodes to
+    ask, how long each may take, how long to wait between rounds, and the
+    error that names every node and why it failed."""
+
+    def __init__(self, addresses: str | Iterable[str], timeout: float) -> None:
+        self.candidates = [addresses] if isinstance(addresses, str) else list(addresses)
+        if not self.candidates:
+            raise OperationalError("no dqlite node addresses given")
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.delay = 0.01
+        self.errors: dict[str, str] = {}
+
+    def attempt_timeout(self) -> float:
+        """How long the next node may take to answer."""
+        return max(self.deadline - time.monotonic(), 0.05)
+
+    def failed(self, address: str, why: str) -> None:
+        self.errors[address] = why
+
+    def pause(self) -> float:
+        """Seconds to wait before the next round; raises once time is up."""
+        delay = self.delay
+        if time.monotonic() + delay >= self.deadline:
+            tried = "; ".join(f"{a}: {why}" for a, why in self.errors.items())
+            raise OperationalError(f"no dqlite leader found within {self.timeout:g}s ({tried})")
+        self.delay = min(delay * 2, 0.5)
+        self.errors = {}
+        return delay
+
+
+def find_leader(addresses: str | Iterable[str], *, timeout: float = 5.0, ssl: SSLContext | None = None) -> str:
     """The leader's address, asked of each bootstrap node in turn until one knows.
 
     Retries with a short backoff until ``timeout`` seconds have passed, then
     raises ``OperationalError`` naming every address tried and why it failed.
     """
-    candidates = [addresses] if isinstance(addresses, str) else list(addresses)
-    if not candidates:
-        raise OperationalError("no dqlite node addresses given")
-    deadline = time.monotonic() + timeout
-    delay = 0.01
+    search = LeaderSearch(addresses, timeout)
     while True:
-        errors: dict[str, str] = {}
-        for address in candidates:
-            remaining = deadline - time.monotonic()
+        for address in search.candidates:
             try:
-                with NodeClient(address, timeout=max(remaining, 0.05)) as node:
+                with NodeClient(address, timeout=search.attempt_timeout(), ssl=ssl) as node:
                     _, leader = node.leader()
             except Error as exc:
-                errors[address] = str(exc)
+                search.failed(address, str(exc))
                 continue
             if leader:
                 return leader
-            errors[address] = "knows no leader"
-        if time.monotonic() + delay >= deadline:
-            tried = "; ".join(f"{a}: {why}" for a, why in errors.items())
-            raise OperationalError(f"no dqlite leader found within {timeout:g}s ({tried})")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
+            search.failed(address, "knows no leader")
+        time.sleep(search.pause())
 
 
 class ClusterAdmin:
-    """Membership changes sent to the current leader, rediscovered as needed.
+    """Cluster administration sent to the current leader, rediscovered as needed.
 
     ``ClusterAdmin(["127.0.0.1:9001", ...]).add(4, "127.0.0.1:9004")``.
+    ``ssl``: an ``SSLContext`` for TLS to the nodes.  ``dqlite.aiocluster``
+    has the same API for asyncio.
     """
 
-    def __init__(self, addresses: str | Sequence[str], *, timeout: float = 5.0) -> None:
+    def __init__(self, addresses: str | Sequence[str], *, timeout: float = 5.0,
+                 ssl: SSLContext | None = None) -> None:
         self.addresses = [addresses] if isinstance(addresses, str) else list(addresses)
         self.timeout = timeout
+        self.ssl = ssl
 
     def __repr__(self) -> str:
         return f"<dqlite.cluster.ClusterAdmin {','.join(self.addresses)}>"
 
     def _leader_client(self) -> NodeClient:
-        return NodeClient(find_leader(self.addresses, timeout=self.timeout), timeout=self.timeout)
+        return self._client(self.leader())
+
+    def _client(self, address: str) -> NodeClient:
+        return NodeClient(address, timeout=self.timeout, ssl=self.ssl)
 
     def leader(self) -> str:
         """The current leader's address."""
-        return find_leader(self.addresses, timeout=self.timeout)
+        return find_leader(self.addresses, timeout=self.timeout, ssl=self.ssl)
 
-    def nodes(self) -> list[NodeInfo]:
+    def members(self) -> list[NodeInfo]:
+        """Every member of the cluster with its role, as the leader knows them."""
         with self._leader_client() as c:
             return c.cluster()
+
+    nodes = members
 
     def add(self, node_id: int, address: str, role: int = VOTER) -> None:
         """Add a node and give it ``role`` (a new node joins as spare first)."""
         with self._leader_client() as c:
+            log.info("adding node %d at %s (role %s)", node_id, address, ROLE_NAMES.get(role, role))
             c.add(node_id, address)
             if role != SPARE:
                 c.assign(node_id, role)
 
     def assign(self, node_id: int, role: int) -> None:
+        """Change a member's role (VOTER, STANDBY or SPARE)."""
         with self._leader_client() as c:
+            log.info("assigning node %d the role %s", node_id, ROLE_NAMES.get(role, role))
             c.assign(node_id, role)
 
     def remove(self, node_id: int) -> None:
+        """Remove a member from the cluster."""
         with self._leader_client() as c:
+            log.info("removing node %d", node_id)
             c.remove(node_id)
 
     def transfer(self, node_id: int = 0) -> None:
         """Move leadership to ``node_id`` (0: any voter)."""
         with self._leader_client() as c:
+            log.info("transferring leadership to node %d", node_id)
             c.transfer(node_id)
 
     def describe(self, address: str) -> tuple[int, int]:
-        with NodeClient(address, timeout=self.timeout) as c:
+        """(failure_domain, weight) of the node at ``address``."""
+        with self._client(address) as c:
             return c.describe()
 
+    def weight(self, address: str, weight: int) -> None:
+        """Set the weight of the node at ``address`` (shown by ``describe``)."""
+        with self._client(address) as c:
+            log.info("setting the weight of node %s to %d", address, weight)
+            c.set_weight(weight)
+
     def dump(self, database: str) -> dict[str, bytes]:
+        """The database's files as the leader holds them: {"name": ..., "name-wal": ...}."""
         with self._leader_client() as c:
             return c.dump(database)

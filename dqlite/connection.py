@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,6 +27,8 @@ from dqlite.exceptions import (
     InterfaceError,
     ProgrammingError,
 )
+from dqlite.hooks import QueryEvent, QueryHook, emit, event_rowcount
+from dqlite.tls import resolve_ssl
 
 __all__ = ["Connection", "Cursor", "connect"]
 
@@ -47,6 +50,10 @@ def connect(
     busy_timeout: float = 5.0,
     busy_poll: float = DEFAULT_BUSY_POLL,
     transaction_mode: str = "AUTO",
+    ssl_ca: str | os.PathLike[str] | None = None,
+    ssl_cert: str | os.PathLike[str] | None = None,
+    ssl_key: str | os.PathLike[str] | None = None,
+    on_query: QueryHook | None = None,
 ) -> Connection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -64,7 +71,10 @@ def connect(
     as integers.  ``cached_statements`` bounds the prepared statements kept
     per connection; ``max_message_size`` the size of one server message.
     ``ssl``: an ``ssl.SSLContext`` to speak TLS to the nodes (the host name
-    checked is the one in each node's address).
+    checked is the one in each node's address).  Or ``ssl_ca``, ``ssl_cert``
+    and ``ssl_key``: PEM files to make one from (``dqlite.tls.client_context``:
+    the authorities the nodes' certificates chain to, and the client's own
+    certificate and key for mutual TLS).
 
     ``busy_timeout`` (like sqlite3's ``timeout``): a statement that finds the
     database locked by another connection's write transaction (SQLITE_BUSY)
@@ -102,16 +112,27 @@ def connect(
     CPU.  The window adapts per connection: where answers come later than
     it (a distant node, slow queries), polling stops by itself and is only
     tried again now and then.
+
+    ``on_query``: a hook called with a ``dqlite.hooks.QueryEvent`` after
+    each statement (see ``Connection.on_query``).
     """
-    return Connection(Session(
+    conn = Connection(Session(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-        max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout,
+        max_message_size=max_message_size, ssl=resolve_ssl(ssl, ssl_ca, ssl_cert, ssl_key),
+        busy_timeout=busy_timeout,
         busy_poll=busy_poll, transaction_mode=transaction_mode))
+    if on_query is not None:
+        conn.on_query = on_query
+    return conn
 
 
 class Connection(ConnectionBase):
     """A DB-API 2.0 connection to the leader of a dqlite cluster."""
+
+    # The class of its cursors: Cursor, or _HookedCursor while a hook is set.
+    _cursor_cls: type[Cursor]
+    _on_query: QueryHook | None = None
 
     def __init__(self, session: Session) -> None:
         """Connect through ``session`` (use ``dqlite.connect``)."""
@@ -279,7 +300,24 @@ class Connection(ConnectionBase):
     def cursor(self) -> Cursor:
         """A new cursor on this connection."""
         self._session.check_open()
-        return Cursor(self)
+        return self._cursor_cls(self)
+
+    @property
+    def on_query(self) -> QueryHook | None:
+        """A hook called after each statement with a ``dqlite.hooks.QueryEvent``
+        (SQL, duration, row count, error; never the parameters), or None.
+
+        Applies to cursors made after it is set.  Without a hook, cursors run
+        exactly the code they run without this feature.
+        """
+        return self._on_query
+
+    @on_query.setter
+    def on_query(self, hook: QueryHook | None) -> None:
+        if hook is not None and not callable(hook):
+            raise InterfaceError(f"on_query must be callable or None, not {type(hook).__name__}")
+        self._on_query = hook
+        self._cursor_cls = Cursor if hook is None else _HookedCursor
 
     def execute(self, sql: str, parameters: Parameters = ()) -> Cursor:
         """Shortcut: a new cursor's ``execute``."""
@@ -566,3 +604,31 @@ class Cursor(ResultState):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _HookedCursor(Cursor):
+    """A cursor that reports each statement to its connection's ``on_query`` hook."""
+
+    def execute(self, sql: str, parameters: Parameters = ()) -> Cursor:
+        return self._timed("execute", super().execute, sql, parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Parameters]) -> Cursor:
+        return self._timed("executemany", super().executemany, sql, seq_of_parameters)
+
+    def _timed(self, method: str, call: Any, sql: str, arg: Any) -> Cursor:
+        connection = self._owner
+        hook = connection._on_query
+        start = time.perf_counter()
+        try:
+            call(sql, arg)
+        except BaseException as exc:
+            if hook is not None:
+                emit(hook, QueryEvent(sql, time.perf_counter() - start, -1, exc, connection.database, method))
+            raise
+        if hook is not None:
+            emit(hook, QueryEvent(sql, time.perf_counter() - start, event_rowcount(self), None,
+                                  connection.database, method))
+        return self
+
+
+Connection._cursor_cls = Cursor

@@ -49,7 +49,12 @@ _QUERY_OPTIONS: dict[str, type] = {
     "cached_statements": int,
     "max_message_size": int,
     "transaction_mode": str,
+    # TLS: PEM files, made into one ssl.SSLContext per engine (see create_connect_args).
+    "ssl_ca": str,
+    "ssl_cert": str,
+    "ssl_key": str,
 }
+_TLS_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key")
 # Options the dialect itself sets on the driver; the user must not.
 _DIALECT_OWNED = {
     "autocommit": "use isolation_level='AUTOCOMMIT' (engine or execution option) instead",
@@ -252,6 +257,17 @@ class DqliteDialect(SQLiteDialect):
 
     def create_connect_args(self, url: Any) -> tuple[list[Any], dict[str, Any]]:
         addresses, database, opts = parse_url(url)
+        files = [opts.pop(name, None) for name in _TLS_OPTIONS]
+        if any(f is not None for f in files):
+            # One context for every connection of the engine, made now: a
+            # wrong path fails create_engine(), not the first checkout.
+            from dqlite.exceptions import InterfaceError
+            from dqlite.tls import client_context
+
+            try:
+                opts["ssl"] = client_context(*files)
+            except InterfaceError as error:
+                raise exc.ArgumentError(f"dqlite URL: {error}") from None
         opts["autocommit"] = False
         opts["parse_datetimes"] = False
         if "transaction_mode" in opts:

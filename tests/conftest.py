@@ -100,6 +100,7 @@ class AioConnection:
     row_factory = _forwarded("row_factory", "aio")
     autocommit = _forwarded("autocommit", "aio")
     transaction_mode = _forwarded("transaction_mode", "aio")
+    on_query = _forwarded("on_query", "aio")
 
     def cursor(self) -> AioCursor:
         return AioCursor(self._run, self, self.aio.cursor())

@@ -68,3 +68,159 @@ def test_close_from_another_thread_ends_the_running_operation_over_tls(tls_node)
     assert not thread.is_alive()
     assert isinstance(outcome.get("error"), dqlite.ConnectionLostError), outcome
     assert conn._wire is None  # closed by its own thread, not connected again
+
+
+# -- mutual TLS, with the context made from files (connect keywords, URLs) ---
+
+
+@pytest.fixture
+def mtls_node(tmp_path):
+    """A single-node cluster behind a proxy that requires a client certificate.
+
+    Yields (address, files): ``files`` maps ssl_ca/ssl_cert/ssl_key to the
+    PEM files a client needs (the server's certificate is its own CA).
+    """
+    public, private = (f"127.0.0.1:{p}" for p in free_ports(2))
+    key, cert = make_certificate(tmp_path)
+    (tmp_path / "client").mkdir()
+    client_key, client_cert = make_certificate(tmp_path / "client")
+    node = ProxiedNode(1, public, tmp_path / "node-1", bind=private)
+    node.start()
+    try:
+        with TLSProxy(public, private, key, cert, client_ca=client_cert) as proxy:
+            yield public, {"ssl_ca": str(cert), "ssl_cert": str(client_cert), "ssl_key": str(client_key)}, proxy
+    finally:
+        node.stop()
+
+
+def test_mutual_tls_from_connect_keywords(mtls_node, api_connect):
+    address, files, proxy = mtls_node
+    conn = api_connect(address, "db", autocommit=True, **files)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (42)")
+    assert conn.execute("SELECT x FROM t").fetchall() == [(42,)]
+    assert proxy.accepted >= 1
+
+
+def test_mutual_tls_without_a_client_certificate_is_refused(mtls_node, api_connect):
+    address, files, _ = mtls_node
+    with pytest.raises(dqlite.OperationalError):
+        api_connect(address, "db", ssl_ca=files["ssl_ca"], timeout=1)
+
+
+def test_tls_options_are_checked(tmp_path):
+    from dqlite.tls import client_context
+
+    with pytest.raises(dqlite.InterfaceError, match="ssl_ca .*missing.pem"):
+        dqlite.connect("127.0.0.1:1", "db", ssl_ca=tmp_path / "missing.pem")
+    with pytest.raises(dqlite.InterfaceError, match="not both"):
+        dqlite.connect("127.0.0.1:1", "db", ssl=ssl.create_default_context(), ssl_ca="x.pem")
+    with pytest.raises(dqlite.InterfaceError, match="ssl_key needs ssl_cert"):
+        client_context(key="k.pem")
+
+
+def _tls_url(scheme: str, address: str, files: dict[str, str]) -> str:
+    from urllib.parse import urlencode
+
+    return f"{scheme}://{address}/db?{urlencode(files)}"
+
+
+def test_mutual_tls_from_a_sync_url(mtls_node):
+    sa = pytest.importorskip("sqlalchemy")
+    address, files, proxy = mtls_node
+    engine = sa.create_engine(_tls_url("dqlite", address, files))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+    assert proxy.accepted >= 1
+
+
+def test_mutual_tls_from_an_async_url(mtls_node):
+    import asyncio
+
+    sa = pytest.importorskip("sqlalchemy")
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    address, files, proxy = mtls_node
+
+    async def main():
+        engine = create_async_engine(_tls_url("dqlite+aio", address, files))
+        try:
+            async with engine.connect() as conn:
+                return (await conn.execute(sa.text("SELECT 2"))).scalar()
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(main()) == 2
+    assert proxy.accepted >= 1
+
+
+def test_mutual_tls_from_connect_args(mtls_node):
+    from dqlite.tls import client_context
+
+    sa = pytest.importorskip("sqlalchemy")
+    address, files, _ = mtls_node
+    context = client_context(files["ssl_ca"], files["ssl_cert"], files["ssl_key"])
+    engine = sa.create_engine(f"dqlite://{address}/db", connect_args={"ssl": context})
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 3")).scalar() == 3
+    finally:
+        engine.dispose()
+
+
+def test_a_bad_tls_file_in_a_url_fails_at_create_engine(tmp_path):
+    sa = pytest.importorskip("sqlalchemy")
+    with pytest.raises(sa.exc.ArgumentError, match="ssl_ca"):
+        sa.create_engine(f"dqlite://127.0.0.1:1/db?ssl_ca={tmp_path}/missing.pem")
+
+
+def test_cluster_admin_over_mutual_tls(mtls_node):
+    import asyncio
+
+    from dqlite.aiocluster import AsyncClusterAdmin
+    from dqlite.cluster import ClusterAdmin
+    from dqlite.tls import client_context
+
+    address, files, _ = mtls_node
+    context = client_context(files["ssl_ca"], files["ssl_cert"], files["ssl_key"])
+    admin = ClusterAdmin([address], ssl=context)
+    assert admin.leader() == address
+    assert [(n.id, n.address) for n in admin.members()] == [(1, address)]
+
+    async def main():
+        aadmin = AsyncClusterAdmin([address], ssl=context)
+        return await aadmin.leader(), await aadmin.describe(address)
+
+    assert asyncio.run(main()) == (address, (0, 0))
+
+
+def test_shell_over_mutual_tls(mtls_node):
+    import subprocess
+    import sys
+
+    address, files, _ = mtls_node
+    base = [sys.executable, "-m", "dqlite", "-s", address, "db", "--ssl-ca", files["ssl_ca"]]
+    tls = base + ["--ssl-cert", files["ssl_cert"], "--ssl-key", files["ssl_key"]]
+    done = subprocess.run(tls + ["-c", "SELECT 'over tls'"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "") and "over tls" in done.stdout
+    done = subprocess.run(tls + ["-c", ".leader"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == address
+    # Without the client certificate: one line, exit status 1.
+    done = subprocess.run(base + ["--timeout", "1", "-c", "SELECT 1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1
+
+
+def test_shell_with_a_cluster_certificate_like_go_dqlite(tls_node, tmp_path):
+    """--cert/--key without --ssl-ca: the certificate is also the one the nodes must present."""
+    import subprocess
+    import sys
+
+    address, _, proxy = tls_node
+    done = subprocess.run([sys.executable, "-m", "dqlite", "-s", address, "db", "SELECT 'pinned'",
+                           "--cert", str(tmp_path / "cert.pem"), "-k", str(tmp_path / "key.pem")],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "") and "pinned" in done.stdout
+    assert proxy.accepted >= 1

@@ -25,13 +25,19 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 class TLSProxy:
-    """Listen with TLS on ``listen`` ("127.0.0.1:port"); forward in plain TCP to ``target``."""
+    """Listen with TLS on ``listen`` ("127.0.0.1:port"); forward in plain TCP to ``target``.
 
-    def __init__(self, listen: str, target: str, key: Path, cert: Path) -> None:
+    ``client_ca``: require a client certificate that chains to it (mutual TLS).
+    """
+
+    def __init__(self, listen: str, target: str, key: Path, cert: Path, client_ca: Path | None = None) -> None:
         host, port = listen.rsplit(":", 1)
         self.target = target
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(cert, key)
+        if client_ca is not None:
+            self.context.verify_mode = ssl.CERT_REQUIRED
+            self.context.load_verify_locations(cafile=str(client_ca))
         self.listener = socket.create_server((host, int(port)))
         self.listener.settimeout(0.2)
         self.accepted = 0
