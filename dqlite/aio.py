@@ -34,8 +34,11 @@ from typing import Any, NoReturn
 from dqlite._protocol import Decoder
 from dqlite._sockio import BusyPoll, poll_into_decoder
 from dqlite._session import (
-    CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, Op, ResultState, Parameters, SendSoon, Session, Sleep,
+    CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, FindLeader, Op, ResultState, Parameters, SendSoon,
+    Session, Sleep,
 )
+from dqlite._probe import probe_leaders_async
+from dqlite.nodestore import NodeStoreOption, resolve as resolve_node_store
 from dqlite._wire import DEFAULT_BUSY_POLL, QUICKACK, parse_address
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
@@ -332,6 +335,7 @@ async def connect(
     ssl: SSLContext | None = None,
     busy_timeout: float = 5.0,
     busy_poll: float = DEFAULT_BUSY_POLL,
+    node_store: NodeStoreOption = None,
 ) -> AsyncConnection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -343,13 +347,14 @@ async def connect(
     seconds while an answer is awaited, the connection polls its socket
     itself if the event loop has nothing else to run, and otherwise keeps
     the loop polling (selecting with no timeout, serving everything else
-    as usual), instead of letting it sleep.
+    as usual), instead of letting it sleep.  ``node_store``: see
+    ``dqlite.connect`` (the same stores serve both APIs).
     """
     session = Session(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
         max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout,
-        busy_poll=busy_poll)
+        busy_poll=busy_poll, node_store=resolve_node_store(node_store))
     conn = AsyncConnection(session)
     await conn._run(session.connect())
     return conn
@@ -475,12 +480,13 @@ class AsyncConnection(ConnectionBase):
         send = op.send
         throw = op.throw
         error: Error | None = None
+        reply: Any = None  # what the next resume sends in (FindLeader's answers)
         while True:
             try:
-                request = send(None) if error is None else throw(error)
+                request = send(reply) if error is None else throw(error)
             except StopIteration as stop:
                 return stop.value
-            error = None
+            error = reply = None
             try:
                 if request is None:
                     protocol = self._protocol
@@ -517,6 +523,8 @@ class AsyncConnection(ConnectionBase):
                     self._attempt_timeout = None
                 elif type(request) is Sleep:
                     await asyncio.sleep(request.seconds)
+                elif type(request) is FindLeader:
+                    reply = await probe_leaders_async(request.addresses, request.timeout, self._session.ssl)
                 else:  # pragma: no cover - a bug in the session
                     raise AssertionError(f"unknown I/O request {request!r}")
             except ConnectionLostError as exc:

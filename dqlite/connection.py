@@ -16,8 +16,11 @@ from ssl import SSLContext
 from typing import Any
 
 from dqlite._session import (
-    CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, Op, ResultState, Parameters, SendSoon, Session, Sleep,
+    CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, FindLeader, Op, ResultState, Parameters, SendSoon,
+    Session, Sleep,
 )
+from dqlite._probe import probe_leaders
+from dqlite.nodestore import NodeStoreOption, resolve as resolve_node_store
 from dqlite._wire import DEFAULT_BUSY_POLL, Wire
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
@@ -46,6 +49,7 @@ def connect(
     ssl: SSLContext | None = None,
     busy_timeout: float = 5.0,
     busy_poll: float = DEFAULT_BUSY_POLL,
+    node_store: NodeStoreOption = None,
 ) -> Connection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -81,12 +85,20 @@ def connect(
     CPU.  The window adapts per connection: where answers come later than
     it (a distant node, slow queries), polling stops by itself and is only
     tried again now and then.
+
+    ``node_store``: where the driver keeps the cluster's members, learned
+    from the leader at each connect, and tries them after ``address`` (so
+    the cluster is found when the bootstrap nodes are gone; see
+    ``dqlite.nodestore``).  None (default): the process-wide in-memory store;
+    a file path: the process-wide store kept in that JSON file too (read at
+    first use, rewritten atomically on change); a ``NodeStore``; False: no
+    store, only ``address`` is tried.
     """
     return Connection(Session(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
         max_message_size=max_message_size, ssl=ssl, busy_timeout=busy_timeout,
-        busy_poll=busy_poll))
+        busy_poll=busy_poll, node_store=resolve_node_store(node_store)))
 
 
 class Connection(ConnectionBase):
@@ -139,11 +151,12 @@ class Connection(ConnectionBase):
         send = op.send
         throw = op.throw
         error: Error | None = None
+        reply: Any = None  # what the next resume sends in (FindLeader's answers)
         deadline = 0.0  # set by each send, or by a first receive with no send before it
         try:
             while True:
                 try:
-                    request = send(None) if error is None else throw(error)
+                    request = send(reply) if error is None else throw(error)
                 except StopIteration as stop:
                     return stop.value
                 except Exception:
@@ -153,7 +166,7 @@ class Connection(ConnectionBase):
                     # session's code ran: it stopped at an unknown point.
                     self._interrupted(op)
                     raise
-                error = None
+                error = reply = None
                 wire = self._wire
                 try:
                     if request is None or type(request) is bytes:
@@ -184,6 +197,8 @@ class Connection(ConnectionBase):
                             wire.set_timeout(self._session.timeout)
                     elif type(request) is Sleep:
                         time.sleep(request.seconds)
+                    elif type(request) is FindLeader:
+                        reply = probe_leaders(request.addresses, request.timeout, self._session.ssl)
                     else:  # pragma: no cover - a bug in the session
                         raise AssertionError(f"unknown I/O request {request!r}")
                 except ConnectionLostError as exc:

@@ -47,6 +47,8 @@ _QUERY_OPTIONS: dict[str, type] = {
     "busy_poll": float,
     "cached_statements": int,
     "max_message_size": int,
+    # A JSON file keeping the cluster's members across restarts (dqlite.nodestore).
+    "node_store": str,
 }
 # Options the dialect itself sets on the driver; the user must not.
 _DIALECT_OWNED = {
@@ -479,6 +481,8 @@ def parse_url(url: Any) -> tuple[list[str], str, dict[str, Any]]:
             opts[key] = type_(value)
         except ValueError:
             raise exc.ArgumentError(f"dqlite URL option {key}={value!r} is not a valid {type_.__name__}") from None
+    if opts.get("node_store") == "":
+        raise exc.ArgumentError("dqlite URL option 'node_store' needs a file path")
     return list(dict.fromkeys(addresses)), url.database, opts
 
 
