@@ -772,7 +772,8 @@ class Session:
                     return
             elif to_ask:
                 remaining = max(deadline - time.monotonic(), 0.05)
-                answers = yield FindLeader(to_ask, min(remaining, attempt))
+                # The shell sends the answers in (Op's send type is None elsewhere).
+                answers: Any = yield FindLeader(to_ask, min(remaining, attempt))
                 for leader in self._named_leaders(answers, errors):
                     if leader in tried:
                         continue
