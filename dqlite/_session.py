@@ -742,20 +742,24 @@ class Session:
     def connect(self) -> Op:
         """Find the leader, connect to it and open the database.
 
-        Each round first tries the leader last found (by this connection, or
-        by any other to the same cluster: the node store), then asks every
-        other candidate at once (the addresses given, then the members the
-        node store knows) and opens the database on the leader they name.
+        The first round tries the leader last found (by this connection, or
+        by any other to the same cluster: the node store).  Otherwise, and in
+        later rounds, every candidate (the addresses given, then the members
+        the node store knows) is asked at once, and the database is opened
+        on the leader they name, unless it could not be reached itself.
         """
         deadline = time.monotonic() + self.timeout
         store = self.node_store
         delay = 0.01
         errors: dict[str, str] = {}
+        failed_hints: set[str] = set()  # asked in their own time once: now with the others
         while True:
             given = self.addresses
             candidates = list(dict.fromkeys([*given, *(store.members(given) if store is not None else ())]))
             # The leader last found by any connection to this cluster, or by this one.
             hint = (store.leader(given) if store is not None else None) or self.last_leader
+            if hint in failed_hints:
+                hint = None
             # Each node gets a share of the time: a frozen or partitioned node
             # (often the last known leader) must not use up the whole budget.
             attempt = max(self.timeout / len(candidates), min(self.timeout, 0.5))
@@ -764,6 +768,7 @@ class Session:
                 tried.add(hint)
                 if (yield from self._try_leader(hint, deadline, attempt, errors, hops=1)):
                     return
+                failed_hints.add(hint)
             to_ask = tuple(a for a in candidates if a not in tried)
             if hint is None and len(to_ask) == 1:
                 # One node to ask: asking it to open the database asks it who leads.
@@ -774,8 +779,11 @@ class Session:
                 remaining = max(deadline - time.monotonic(), 0.05)
                 # The shell sends the answers in (Op's send type is None elsewhere).
                 answers: Any = yield FindLeader(to_ask, min(remaining, attempt))
+                # A deposed leader that died is still named by the others until
+                # they elect a new one: not worth its share of the time again.
+                unreachable = {a.address for a in answers if a.error is not None}
                 for leader in self._named_leaders(answers, errors):
-                    if leader in tried:
+                    if leader in tried or leader in unreachable:
                         continue
                     tried.add(leader)
                     if (yield from self._try_leader(leader, deadline, attempt, errors, hops=0)):
