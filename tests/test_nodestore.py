@@ -40,6 +40,22 @@ def execute_after_loss(conn, sql: str) -> None:
         conn.execute(sql)
 
 
+def pause(node) -> None:
+    """SIGSTOP ``node`` and wait until the kernel has stopped it (the signal is
+    delivered asynchronously: a request sent at once could still be served)."""
+    import signal
+    import time
+
+    node.kill(signal.SIGSTOP)
+    deadline = time.monotonic() + 30
+    while True:
+        with open(f"/proc/{node.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                return
+        assert time.monotonic() < deadline, f"{node!r} did not stop"
+        time.sleep(0.001)
+
+
 # -- unit behaviour, no cluster ---------------------------------------------------
 
 
@@ -131,7 +147,7 @@ def test_leader_search_skips_a_frozen_bootstrap_node(cluster, api_connect, role)
     if role == "follower":
         cluster.transfer_leadership(2)
     node = cluster.node(1)
-    node.kill(signal.SIGSTOP)
+    pause(node)
     try:
         # Its share of a 9 s timeout is 3 s: the search is done well before the end.
         conn = api_connect(bootstrap, "db", autocommit=True, timeout=9, node_store=store)
@@ -287,3 +303,65 @@ def test_a_restarted_process_finds_the_cluster_through_the_store_file(cluster, a
     conn = dqlite.connect(cluster.addresses[1:], "db", timeout=TIMEOUT)
     assert rows(conn) == [1, 2]
     conn.close()
+
+
+# -- concurrency ----------------------------------------------------------------
+
+
+def test_leader_search_asks_at_once_and_stops_at_the_leader(cluster):
+    """A frozen node's probe (bounded by a minute here) is not waited for once
+    the leader has named itself; a dead address is just one failed answer."""
+    import asyncio
+    import signal
+
+    from dqlite._probe import probe_leaders, probe_leaders_async
+    from dqlite.server import free_ports
+
+    leader = cluster.transfer_leadership(2)
+    frozen = cluster.node(3)
+    dead = f"127.0.0.1:{free_ports(1)[0]}"
+    pause(frozen)
+    try:
+        candidates = [frozen.address, dead, cluster.addresses[0], leader]
+        for results in (probe_leaders(candidates, 60.0),
+                        asyncio.run(probe_leaders_async(candidates, 60.0))):
+            assert (leader, leader, None) in results
+            assert frozen.address not in [r.address for r in results]
+    finally:
+        frozen.kill(signal.SIGCONT)
+
+
+def test_one_store_shared_by_threads_and_tasks(cluster):
+    """Connections from threads and from asyncio tasks, each given one
+    address, learn into one store entry at once."""
+    import asyncio
+    import threading
+
+    import dqlite.aio
+
+    store = NodeStore()
+    errors: list[BaseException] = []
+
+    def in_thread(address: str) -> None:
+        try:
+            dqlite.connect(address, "db", timeout=TIMEOUT, node_store=store).close()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    async def in_tasks() -> None:
+        async def one(address: str) -> None:
+            conn = await dqlite.aio.connect(address, "db", timeout=TIMEOUT, node_store=store)
+            await conn.close()
+        await asyncio.gather(*(one(a) for a in cluster.addresses * 3))
+
+    threads = [threading.Thread(target=in_thread, args=(a,)) for a in cluster.addresses * 3]
+    for thread in threads:
+        thread.start()
+    asyncio.run(in_tasks())
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len(store.clusters()) == 1
+    for address in cluster.addresses:
+        assert set(store.members(address)) == set(cluster.addresses)
+    assert store.leader(cluster.addresses) == cluster.leader_address()
