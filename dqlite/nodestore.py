@@ -34,7 +34,9 @@ It is read once, when the process first uses it, and rewritten atomically
 (written to a temporary file in the same folder, flushed to disk, then
 ``os.replace``d) each time an entry changes.  A missing file is an empty
 store; an unreadable or corrupt one is ignored with a ``logging`` warning (and
-replaced by the next write), never an error.
+replaced by the next write), never an error.  Each write holds what this
+process knows: processes that share a file should reach the same clusters
+(one file per application, say), or the last writer's view wins.
 """
 
 from __future__ import annotations
