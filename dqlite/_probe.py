@@ -4,7 +4,11 @@ Every candidate is asked at once (a connection, the handshake and LEADER in
 one write, one answer), as go-dqlite's concurrent leader connections do, so a
 dead or frozen node costs the search no more than its own bound: the search
 ends as soon as a node says it leads, or when every node has answered or run
-out of time.  The sync shell asks from threads (one per candidate, on the
+out of time.  Addresses named ``preferred`` (those the application gave)
+come first: a leader found through another (a stored member) is only taken
+once every preferred address has answered or failed, so a stored address
+that has since come to serve another cluster cannot win a race against the
+cluster the application named.  The sync shell asks from threads (one per candidate, on the
 blocking ``Wire``, TLS included); the asyncio shell from tasks.
 """
 
@@ -42,6 +46,16 @@ def _request() -> bytes:
 _REQUEST = _request()
 
 
+def _settled(results: list[ProbeResult], preferred: frozenset[str]) -> bool:
+    """Whether the search can end with ``results`` (see the module doc)."""
+    leaders = [r.address for r in results if r.leader and r.leader == r.address]
+    if not leaders:
+        return False
+    if not preferred.isdisjoint(leaders):
+        return True
+    return preferred <= {r.address for r in results}
+
+
 def _ask(address: str, timeout: float, ssl: SSLContext | None) -> ProbeResult:
     wire = None
     try:
@@ -56,13 +70,16 @@ def _ask(address: str, timeout: float, ssl: SSLContext | None) -> ProbeResult:
             wire.close()
 
 
-def probe_leaders(addresses: Sequence[str], timeout: float, ssl: SSLContext | None = None) -> list[ProbeResult]:
+def probe_leaders(addresses: Sequence[str], timeout: float, ssl: SSLContext | None = None,
+                  preferred: Sequence[str] = ()) -> list[ProbeResult]:
     """Ask every address for the leader at once, each within ``timeout`` seconds.
 
     Returns the answers in the order they came, as soon as one node names
-    itself, or once every node has answered or failed.  Threads still
-    waiting then end by themselves within their timeout.
+    itself (one of ``preferred``, or any once those have all answered), or
+    once every node has answered or failed.  Threads still waiting then end
+    by themselves within their timeout.
     """
+    wanted = frozenset(preferred).intersection(addresses)
     if len(addresses) == 1:
         return [_ask(addresses[0], timeout, ssl)]
     answers: queue.SimpleQueue[ProbeResult] = queue.SimpleQueue()
@@ -80,7 +97,7 @@ def probe_leaders(addresses: Sequence[str], timeout: float, ssl: SSLContext | No
         except queue.Empty:
             break
         results.append(result)
-        if result.leader and result.leader == result.address:
+        if _settled(results, wanted):
             break
     return results
 
@@ -110,12 +127,13 @@ async def _ask_async(address: str, timeout: float, ssl: SSLContext | None) -> Pr
             writer.transport.abort()
 
 
-async def probe_leaders_async(addresses: Sequence[str], timeout: float,
-                              ssl: SSLContext | None = None) -> list[ProbeResult]:
+async def probe_leaders_async(addresses: Sequence[str], timeout: float, ssl: SSLContext | None = None,
+                              preferred: Sequence[str] = ()) -> list[ProbeResult]:
     """``probe_leaders`` on the running event loop, a task per address.
 
     The tasks still running when it returns are cancelled.
     """
+    wanted = frozenset(preferred).intersection(addresses)
     pending = {asyncio.ensure_future(_ask_async(a, timeout, ssl)) for a in addresses}
     results: list[ProbeResult] = []
     try:
@@ -123,9 +141,8 @@ async def probe_leaders_async(addresses: Sequence[str], timeout: float,
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             found = False
             for task in done:
-                result = task.result()
-                results.append(result)
-                found = found or bool(result.leader and result.leader == result.address)
+                results.append(task.result())
+                found = found or _settled(results, wanted)
             if found:
                 break
     finally:

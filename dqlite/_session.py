@@ -14,10 +14,11 @@ Each operation is a generator that yields what it needs from the I/O shell
   and bound each wait by ``timeout`` until ``CONNECTED``;
 * ``CONNECTED``: the connection is set up; waits go back to the operation's timeout;
 * ``Sleep(seconds)``: wait (between leader discovery rounds);
-* ``FindLeader(addresses, timeout)``: ask every address for the leader at
-  once, each within ``timeout``; the shell sends back the answers
-  (``dqlite._probe.ProbeResult``s, in the order they came), as soon as a
-  node names itself or when all have answered;
+* ``FindLeader(addresses, timeout, preferred)``: ask every address for the
+  leader at once, each within ``timeout``; the shell sends back the answers
+  (``dqlite._probe.ProbeResult``s, in the order they came) as soon as a node
+  names itself (see ``dqlite._probe`` for ``preferred``), or when all have
+  answered;
 * ``SendSoon(data)``: send bytes whose answer nobody waits for now; the shell
   may hold them briefly to send them with the next write.
 
@@ -89,6 +90,7 @@ class Sleep(NamedTuple):
 class FindLeader(NamedTuple):
     addresses: tuple[str, ...]
     timeout: float
+    preferred: tuple[str, ...] = ()  # the given addresses: their answers win (dqlite._probe)
 
 
 class SendSoon(NamedTuple):
@@ -778,7 +780,7 @@ class Session:
             elif to_ask:
                 remaining = max(deadline - time.monotonic(), 0.05)
                 # The shell sends the answers in (Op's send type is None elsewhere).
-                answers: Any = yield FindLeader(to_ask, min(remaining, attempt))
+                answers: Any = yield FindLeader(to_ask, min(remaining, attempt), tuple(given))
                 # A deposed leader that died is still named by the others until
                 # they elect a new one: not worth its share of the time again.
                 unreachable = {a.address for a in answers if a.error is not None}

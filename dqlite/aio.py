@@ -524,7 +524,8 @@ class AsyncConnection(ConnectionBase):
                 elif type(request) is Sleep:
                     await asyncio.sleep(request.seconds)
                 elif type(request) is FindLeader:
-                    reply = await probe_leaders_async(request.addresses, request.timeout, self._session.ssl)
+                    reply = await probe_leaders_async(request.addresses, request.timeout,
+                                                          self._session.ssl, request.preferred)
                 else:  # pragma: no cover - a bug in the session
                     raise AssertionError(f"unknown I/O request {request!r}")
             except ConnectionLostError as exc:

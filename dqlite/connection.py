@@ -198,7 +198,8 @@ class Connection(ConnectionBase):
                     elif type(request) is Sleep:
                         time.sleep(request.seconds)
                     elif type(request) is FindLeader:
-                        reply = probe_leaders(request.addresses, request.timeout, self._session.ssl)
+                        reply = probe_leaders(request.addresses, request.timeout, self._session.ssl,
+                                              request.preferred)
                     else:  # pragma: no cover - a bug in the session
                         raise AssertionError(f"unknown I/O request {request!r}")
                 except ConnectionLostError as exc:

@@ -327,6 +327,14 @@ def test_leader_search_asks_at_once_and_stops_at_the_leader(cluster):
                         asyncio.run(probe_leaders_async(candidates, 60.0))):
             assert (leader, leader, None) in results
             assert frozen.address not in [r.address for r in results]
+        # The given addresses come first: a leader found through another is
+        # only taken once they have all answered (here: the frozen one's
+        # bound has passed).
+        for results in (probe_leaders([frozen.address, leader], 2.0, preferred=[frozen.address]),
+                        asyncio.run(probe_leaders_async([frozen.address, leader], 2.0,
+                                                        preferred=[frozen.address]))):
+            assert [r.address for r in results] == [leader, frozen.address]
+            assert results[1].error is not None
     finally:
         frozen.kill(signal.SIGCONT)
 
