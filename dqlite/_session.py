@@ -754,13 +754,15 @@ class Session:
         store = self.node_store
         delay = 0.01
         errors: dict[str, str] = {}
-        failed_hints: set[str] = set()  # asked in their own time once: now with the others
+        # Addresses that failed in an earlier round (as the hint, or not
+        # answering the search): asked only with the others from then on.
+        failed: set[str] = set()
         while True:
             given = self.addresses
             candidates = list(dict.fromkeys([*given, *(store.members(given) if store is not None else ())]))
             # The leader last found by any connection to this cluster, or by this one.
             hint = (store.leader(given) if store is not None else None) or self.last_leader
-            if hint in failed_hints:
+            if hint in failed:
                 hint = None
             # Each node gets a share of the time: a frozen or partitioned node
             # (often the last known leader) must not use up the whole budget.
@@ -770,7 +772,7 @@ class Session:
                 tried.add(hint)
                 if (yield from self._try_leader(hint, deadline, attempt, errors, hops=1)):
                     return
-                failed_hints.add(hint)
+                failed.add(hint)
             to_ask = tuple(a for a in candidates if a not in tried)
             if hint is None and len(to_ask) == 1:
                 # One node to ask: asking it to open the database asks it who leads.
@@ -780,10 +782,14 @@ class Session:
             elif to_ask:
                 remaining = max(deadline - time.monotonic(), 0.05)
                 # The shell sends the answers in (Op's send type is None elsewhere).
-                answers: Any = yield FindLeader(to_ask, min(remaining, attempt), tuple(given))
+                # The given addresses' answers win (dqlite._probe), unless they
+                # failed before: a frozen node costs its share of the time once.
+                preferred = tuple(a for a in given if a not in failed)
+                answers: Any = yield FindLeader(to_ask, min(remaining, attempt), preferred)
                 # A deposed leader that died is still named by the others until
                 # they elect a new one: not worth its share of the time again.
                 unreachable = {a.address for a in answers if a.error is not None}
+                failed |= unreachable
                 for leader in self._named_leaders(answers, errors):
                     if leader in tried or leader in unreachable:
                         continue
