@@ -85,3 +85,87 @@ def test_one_node_url_survives_that_nodes_loss_aio(cluster, tmp_path):
             await engine.dispose()
 
     assert asyncio.run(main()) == [1, 2, 3, 4, 5]
+
+
+class Engine:
+    """A sync face on either engine: ``begin(fn)`` runs ``fn(conn)`` (a sync
+    Connection, also for dqlite+aio through ``run_sync``) in one transaction."""
+
+    def __init__(self, driver: str, url: str) -> None:
+        self.driver = driver
+        if driver == "dqlite":
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        else:
+            self.runner = asyncio.Runner()
+            self.engine = self.runner.run(self._create(url))
+
+    @staticmethod
+    async def _create(url: str):
+        return create_async_engine(url, pool_pre_ping=True)
+
+    def begin(self, fn):
+        if self.driver == "dqlite":
+            with self.engine.begin() as conn:
+                return fn(conn)
+
+        async def run():
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn)
+
+        return self.runner.run(run())
+
+    def dispose(self) -> None:
+        if self.driver == "dqlite":
+            self.engine.dispose()
+        else:
+            self.runner.run(self.engine.dispose())
+            self.runner.close()
+
+
+@pytest.fixture(params=["dqlite", "aio"])
+def engine_of(request):
+    """``engine_of(url)``: an ``Engine`` for the test's driver (dqlite:// or dqlite+aio://)."""
+    made: list[Engine] = []
+
+    def make(url: str) -> Engine:
+        made.append(Engine(request.param, url.replace("dqlite://", f"dqlite+{request.param}://", 1)))
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.dispose()
+
+
+def leader_of(conn) -> str:
+    return conn.connection.dbapi_connection.leader
+
+
+def test_engine_forgets_a_removed_member(cluster, engine_of, tmp_path):
+    from dqlite.cluster import ClusterAdmin
+    from dqlite.nodestore import node_store
+
+    bootstrap = cluster.addresses[0]
+    path = tmp_path / "nodes.json"
+    extra = cluster.add_node()
+    engine_of(f"dqlite://{bootstrap}/app?node_store={path}").begin(lambda conn: metadata.create_all(conn))
+    assert extra.address in node_store(path).members(bootstrap)
+    ClusterAdmin(cluster.addresses, timeout=30).remove(extra.id)
+    engine_of(f"dqlite://{bootstrap}/app?node_store={path}").begin(lambda conn: conn.execute(t.insert().values(id=1)))
+    survivors = {n.address for n in cluster.nodes if n is not extra}
+    assert set(node_store(path).members(bootstrap)) == survivors
+    assert set(json.loads(path.read_text())["clusters"][0]["members"]) == survivors
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"format": 1, "clusters": [{"members": 7}]}'])
+def test_engine_ignores_a_corrupt_store_file(cluster, engine_of, tmp_path, caplog, content):
+    import logging
+
+    path = tmp_path / "nodes.json"
+    path.write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="dqlite.nodestore"):
+        engine = engine_of(f"dqlite://{cluster.addresses[0]}/app?node_store={path}")
+        engine.begin(lambda conn: metadata.create_all(conn))
+    assert "is corrupt, ignoring it" in caplog.text or "is unreadable, ignoring it" in caplog.text
+    engine.begin(lambda conn: conn.execute(t.insert().values(id=1)))
+    assert set(json.loads(path.read_text())["clusters"][0]["members"]) == set(cluster.addresses)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nodes.json"]  # written atomically: no leftovers
