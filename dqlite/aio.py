@@ -525,7 +525,7 @@ class AsyncConnection(ConnectionBase):
                     await asyncio.sleep(request.seconds)
                 elif type(request) is FindLeader:
                     reply = await probe_leaders_async(request.addresses, request.timeout,
-                                                          self._session.ssl, request.preferred)
+                                                      self._session.ssl, request.preferred)
                 else:  # pragma: no cover - a bug in the session
                     raise AssertionError(f"unknown I/O request {request!r}")
             except ConnectionLostError as exc:
