@@ -14,6 +14,11 @@ Each operation is a generator that yields what it needs from the I/O shell
   and bound each wait by ``timeout`` until ``CONNECTED``;
 * ``CONNECTED``: the connection is set up; waits go back to the operation's timeout;
 * ``Sleep(seconds)``: wait (between leader discovery rounds);
+* ``FindLeader(addresses, timeout, preferred)``: ask every address for the
+  leader at once, each within ``timeout``; the shell sends back the answers
+  (``dqlite._probe.ProbeResult``s, in the order they came) as soon as a node
+  names itself (see ``dqlite._probe`` for ``preferred``), or when all have
+  answered;
 * ``SendSoon(data)``: send bytes whose answer nobody waits for now; the shell
   may hold them briefly to send them with the next write.
 
@@ -36,6 +41,7 @@ from typing import Any, NamedTuple, Union
 from dqlite import _sql
 from dqlite._protocol import MAX_PARAMS_SCHEMA0, Decoder, Encoder, encode_handshake
 from dqlite._wire import DEFAULT_BUSY_POLL, parse_address
+from dqlite.nodestore import NodeStore
 from dqlite.exceptions import (
     LEADERSHIP_LOST_CODES,
     NOT_LEADER_CODES,
@@ -80,6 +86,12 @@ class Connect(NamedTuple):
 
 class Sleep(NamedTuple):
     seconds: float
+
+
+class FindLeader(NamedTuple):
+    addresses: tuple[str, ...]
+    timeout: float
+    preferred: tuple[str, ...] = ()  # the given addresses: their answers win (dqlite._probe)
 
 
 class SendSoon(NamedTuple):
@@ -388,6 +400,7 @@ class Session:
         busy_timeout: float = 5.0,
         busy_poll: float = DEFAULT_BUSY_POLL,
         transaction_mode: str = "AUTO",
+        node_store: NodeStore | None = None,
     ) -> None:
         addresses = [address] if isinstance(address, str) else list(address)
         if not addresses:
@@ -403,6 +416,7 @@ class Session:
         if busy_poll is None or not 0 <= busy_poll <= 0.001:
             raise InterfaceError("busy_poll must be a number of seconds from 0 to 0.001")
         self.addresses = addresses
+        self.node_store = node_store  # the cluster's members learned so far (dqlite.nodestore)
         self.database = database
         self.timeout = float(timeout)
         self.busy_timeout = float(busy_timeout)
@@ -811,46 +825,114 @@ class Session:
     # -- connecting --------------------------------------------------------
 
     def connect(self) -> Op:
-        """Find the leader, connect to it and open the database."""
+        """Find the leader, connect to it and open the database.
+
+        The first round tries the leader last found (by this connection, or
+        by any other to the same cluster: the node store).  Otherwise, and in
+        later rounds, every candidate (the addresses given, then the members
+        the node store knows) is asked at once, and the database is opened
+        on the leader they name, unless it could not be reached itself.
+        """
         deadline = time.monotonic() + self.timeout
-        candidates = list(self.addresses)
-        if self.last_leader is not None:
-            candidates = list(dict.fromkeys([self.last_leader, *candidates]))
+        store = self.node_store
         delay = 0.01
         errors: dict[str, str] = {}
+        # Addresses that failed in an earlier round (as the hint, or not
+        # answering the search): asked only with the others from then on.
+        failed: set[str] = set()
         while True:
+            given = self.addresses
+            candidates = list(dict.fromkeys([*given, *(store.members(given) if store is not None else ())]))
+            # The leader last found by any connection to this cluster, or by this one.
+            hint = (store.leader(given) if store is not None else None) or self.last_leader
+            if hint in failed:
+                hint = None
             # Each node gets a share of the time: a frozen or partitioned node
             # (often the last known leader) must not use up the whole budget.
             attempt = max(self.timeout / len(candidates), min(self.timeout, 0.5))
-            for address in candidates:
-                try:
-                    leader = yield from self._open_on_leader(address, deadline, attempt)
-                except Error as exc:
-                    yield CLOSE
-                    errors[address] = str(exc)
-                    continue
-                if leader is not None:
-                    self.connected_to = self.last_leader = leader
-                    self.barrier_run = False
-                    self.statements.clear()
-                    self.to_finalize.clear()
-                    log.debug("connected to leader %s, database %r", leader, self.database)
+            tried: set[str] = set()
+            if hint is not None:
+                tried.add(hint)
+                if (yield from self._try_leader(hint, deadline, attempt, errors, hops=1)):
                     return
-                errors[address] = "not the leader, and its leader could not be reached"
+                failed.add(hint)
+            to_ask = tuple(a for a in candidates if a not in tried)
+            if hint is None and len(to_ask) == 1:
+                # One node to ask: asking it to open the database asks it who leads.
+                tried.add(to_ask[0])
+                if (yield from self._try_leader(to_ask[0], deadline, attempt, errors, hops=1)):
+                    return
+            elif to_ask:
+                remaining = max(deadline - time.monotonic(), 0.05)
+                # The shell sends the answers in (Op's send type is None elsewhere).
+                # The given addresses' answers win (dqlite._probe), unless they
+                # failed before: a frozen node costs its share of the time once.
+                preferred = tuple(a for a in given if a not in failed)
+                answers: Any = yield FindLeader(to_ask, min(remaining, attempt), preferred)
+                # A deposed leader that died is still named by the others until
+                # they elect a new one: not worth its share of the time again.
+                unreachable = {a.address for a in answers if a.error is not None}
+                failed |= unreachable
+                for leader in self._named_leaders(answers, errors):
+                    if leader in tried or leader in unreachable:
+                        continue
+                    tried.add(leader)
+                    if (yield from self._try_leader(leader, deadline, attempt, errors, hops=0)):
+                        return
             if time.monotonic() + delay >= deadline:
-                tried = "; ".join(f"{a}: {why}" for a, why in errors.items())
+                tried_text = "; ".join(f"{a}: {why}" for a, why in errors.items())
                 raise OperationalError(
-                    f"could not connect to the dqlite leader within {self.timeout:g}s ({tried})")
+                    f"could not connect to the dqlite leader within {self.timeout:g}s ({tried_text})")
             yield Sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    def _named_leaders(self, answers: Sequence[Any], errors: dict[str, str]) -> list[str]:
+        """The leaders ``FindLeader``'s answers name, the likeliest first: a
+        node naming itself, then the nodes named by the given addresses, then
+        by stored members (which might, in time, have become another
+        cluster's)."""
+        given = set(self.addresses)
+        ranked: list[tuple[int, str]] = []
+        for answer in answers:
+            address, leader, error = answer
+            if error is not None:
+                errors[address] = error
+            elif not leader:
+                errors[address] = "knows no leader"
+            else:
+                ranked.append(((leader != address) * 2 + (address not in given), leader))
+        ranked.sort(key=lambda r: r[0])
+        return list(dict.fromkeys(leader for _, leader in ranked))
+
+    def _try_leader(self, address: str, deadline: float, attempt: float, errors: dict[str, str],
+                    hops: int) -> Op:
+        """Open the database on ``address`` if it leads (or on the leader it
+        names, ``hops`` times); True once connected."""
+        try:
+            leader = yield from self._open_on_leader(address, deadline, attempt, hops)
+        except Error as exc:
+            yield CLOSE
+            errors[address] = str(exc)
+            return False
+        if leader is None:
+            errors[address] = "not the leader, and its leader could not be reached"
+            return False
+        self.connected_to = self.last_leader = leader
+        self.barrier_run = False
+        self.statements.clear()
+        self.to_finalize.clear()
+        log.debug("connected to leader %s, database %r", leader, self.database)
+        return True
 
     def _open_on_leader(self, address: str, deadline: float, attempt: float, hops: int = 1) -> Op:
         """Connect to ``address``; if it leads, open the database there.
 
-        The handshake, LEADER and OPEN travel in one write: on the leader the
-        connection is ready after one round trip.  Returns the leader's
-        address, or None (with the socket closed) if it could not be reached.
-        Until CONNECTED, the shell bounds each wait by ``attempt`` seconds.
+        The handshake, LEADER, OPEN and CLUSTER travel in one write: on the
+        leader the connection is ready after one round trip, and the
+        cluster's members are learned for the node store on the way.
+        Returns the leader's address, or None (with the socket closed) if it
+        could not be reached.  Until CONNECTED, the shell bounds each wait
+        by ``attempt`` seconds.
         """
         remaining = max(deadline - time.monotonic(), 0.05)
         self.decoder.reset()
@@ -860,16 +942,32 @@ class Session:
         enc.clear()
         enc.leader()
         enc.open(self.database)
+        store = self.node_store
+        if store is not None:
+            enc.cluster(1)
         yield _HANDSHAKE + enc.take()
         _, leader = yield from self._read(self.decoder.read_server)
         if leader == address:
             yield from self._read(self.decoder.read_db)
+            if store is not None:
+                yield from self._learn_members(store, address)
             yield CONNECTED
             return address
         yield CLOSE
         if leader and hops > 0:
             return (yield from self._open_on_leader(leader, deadline, attempt, hops - 1))
         return None
+
+    def _learn_members(self, store: NodeStore, leader: str) -> Op:
+        """Read the leader's CLUSTER answer into the node store."""
+        try:
+            members = yield from self._read(self.decoder.read_servers)
+        except (ConnectionLostError, ProtocolError):
+            raise
+        except Error as exc:  # refused: the store keeps what it knew
+            log.debug("CLUSTER failed on %s: %s", leader, exc)
+            return
+        store.learn(self.addresses, members, leader)
 
     # -- statements --------------------------------------------------------
 

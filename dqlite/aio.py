@@ -36,8 +36,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from dqlite._protocol import Decoder
 from dqlite._sockio import BusyPoll, poll_into_decoder
 from dqlite._session import (
-    CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, Op, ResultState, Parameters, SendSoon, Session, Sleep,
+    CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, FindLeader, Op, ResultState, Parameters, SendSoon,
+    Session, Sleep,
 )
+from dqlite._probe import probe_leaders_async
+from dqlite.nodestore import NodeStoreOption, resolve as resolve_node_store
 from dqlite._wire import DEFAULT_BUSY_POLL, QUICKACK, parse_address
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
@@ -344,6 +347,7 @@ async def connect(
     ssl_cert: str | os.PathLike[str] | None = None,
     ssl_key: str | os.PathLike[str] | None = None,
     on_query: QueryHook | None = None,
+    node_store: NodeStoreOption = None,
 ) -> AsyncConnection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -356,14 +360,16 @@ async def connect(
     itself if the event loop has nothing else to run, and otherwise keeps
     the loop polling (selecting with no timeout, serving everything else
     as usual), instead of letting it sleep.  ``on_query``: see
-    ``dqlite.Connection.on_query``.
+    ``dqlite.Connection.on_query``.  ``node_store``: see
+    ``dqlite.connect`` (the same stores serve both APIs).
     """
     session = Session(
         address, database, timeout=timeout, autocommit=autocommit,
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
         max_message_size=max_message_size, ssl=resolve_ssl(ssl, ssl_ca, ssl_cert, ssl_key),
         busy_timeout=busy_timeout,
-        busy_poll=busy_poll, transaction_mode=transaction_mode)
+        busy_poll=busy_poll, transaction_mode=transaction_mode,
+        node_store=resolve_node_store(node_store))
     conn = AsyncConnection(session)
     if on_query is not None:
         conn.on_query = on_query
@@ -495,12 +501,13 @@ class AsyncConnection(ConnectionBase):
         send = op.send
         throw = op.throw
         error: Error | None = None
+        reply: Any = None  # what the next resume sends in (FindLeader's answers)
         while True:
             try:
-                request = send(None) if error is None else throw(error)
+                request = send(reply) if error is None else throw(error)
             except StopIteration as stop:
                 return stop.value
-            error = None
+            error = reply = None
             try:
                 if request is None:
                     protocol = self._protocol
@@ -537,6 +544,9 @@ class AsyncConnection(ConnectionBase):
                     self._attempt_timeout = None
                 elif type(request) is Sleep:
                     await asyncio.sleep(request.seconds)
+                elif type(request) is FindLeader:
+                    reply = await probe_leaders_async(request.addresses, request.timeout,
+                                                      self._session.ssl, request.preferred)
                 else:  # pragma: no cover - a bug in the session
                     raise AssertionError(f"unknown I/O request {request!r}")
             except ConnectionLostError as exc:

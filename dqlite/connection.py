@@ -17,8 +17,11 @@ from ssl import SSLContext
 from typing import Any
 
 from dqlite._session import (
-    CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, Op, ResultState, Parameters, SendSoon, Session, Sleep,
+    CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, FindLeader, Op, ResultState, Parameters, SendSoon,
+    Session, Sleep,
 )
+from dqlite._probe import probe_leaders
+from dqlite.nodestore import NodeStoreOption, resolve as resolve_node_store
 from dqlite._wire import DEFAULT_BUSY_POLL, Wire
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
@@ -54,6 +57,7 @@ def connect(
     ssl_cert: str | os.PathLike[str] | None = None,
     ssl_key: str | os.PathLike[str] | None = None,
     on_query: QueryHook | None = None,
+    node_store: NodeStoreOption = None,
 ) -> Connection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
@@ -113,6 +117,14 @@ def connect(
     it (a distant node, slow queries), polling stops by itself and is only
     tried again now and then.
 
+    ``node_store``: where the driver keeps the cluster's members, learned
+    from the leader at each connect, and tries them after ``address`` (so
+    the cluster is found when the bootstrap nodes are gone; see
+    ``dqlite.nodestore``).  None (default): the process-wide in-memory store;
+    a file path: the process-wide store kept in that JSON file too (read at
+    first use, rewritten atomically on change); a ``NodeStore``; False: no
+    store, only ``address`` is tried.
+
     ``on_query``: a hook called with a ``dqlite.hooks.QueryEvent`` after
     each statement (see ``Connection.on_query``).
     """
@@ -121,7 +133,8 @@ def connect(
         parse_datetimes=parse_datetimes, cached_statements=cached_statements,
         max_message_size=max_message_size, ssl=resolve_ssl(ssl, ssl_ca, ssl_cert, ssl_key),
         busy_timeout=busy_timeout,
-        busy_poll=busy_poll, transaction_mode=transaction_mode))
+        busy_poll=busy_poll, transaction_mode=transaction_mode,
+        node_store=resolve_node_store(node_store)))
     if on_query is not None:
         conn.on_query = on_query
     return conn
@@ -181,11 +194,12 @@ class Connection(ConnectionBase):
         send = op.send
         throw = op.throw
         error: Error | None = None
+        reply: Any = None  # what the next resume sends in (FindLeader's answers)
         deadline = 0.0  # set by each send, or by a first receive with no send before it
         try:
             while True:
                 try:
-                    request = send(None) if error is None else throw(error)
+                    request = send(reply) if error is None else throw(error)
                 except StopIteration as stop:
                     return stop.value
                 except Exception:
@@ -195,7 +209,7 @@ class Connection(ConnectionBase):
                     # session's code ran: it stopped at an unknown point.
                     self._interrupted(op)
                     raise
-                error = None
+                error = reply = None
                 wire = self._wire
                 try:
                     if request is None or type(request) is bytes:
@@ -226,6 +240,9 @@ class Connection(ConnectionBase):
                             wire.set_timeout(self._session.timeout)
                     elif type(request) is Sleep:
                         time.sleep(request.seconds)
+                    elif type(request) is FindLeader:
+                        reply = probe_leaders(request.addresses, request.timeout, self._session.ssl,
+                                              request.preferred)
                     else:  # pragma: no cover - a bug in the session
                         raise AssertionError(f"unknown I/O request {request!r}")
                 except ConnectionLostError as exc:

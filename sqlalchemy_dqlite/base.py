@@ -53,6 +53,8 @@ _QUERY_OPTIONS: dict[str, type] = {
     "ssl_ca": str,
     "ssl_cert": str,
     "ssl_key": str,
+    # A JSON file keeping the cluster's members across restarts (dqlite.nodestore).
+    "node_store": str,
 }
 _TLS_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key")
 # Options the dialect itself sets on the driver; the user must not.
@@ -495,6 +497,8 @@ def parse_url(url: Any) -> tuple[list[str], str, dict[str, Any]]:
             opts[key] = type_(value)
         except ValueError:
             raise exc.ArgumentError(f"dqlite URL option {key}={value!r} is not a valid {type_.__name__}") from None
+    if opts.get("node_store") == "":
+        raise exc.ArgumentError("dqlite URL option 'node_store' needs a file path")
     return list(dict.fromkeys(addresses)), url.database, opts
 
 
