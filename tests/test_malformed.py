@@ -22,13 +22,13 @@ import dqlite
 
 try:
     from fakeserver import (
-        BLOB, CLOSE, DONE, EXEC_SQL, INTEGER, ISO8601, LEADER, OPEN, PART, PREPARE, QUERY, QUERY_SQL,
+        BLOB, CLOSE, CLUSTER, DONE, EXEC_SQL, INTEGER, ISO8601, LEADER, OPEN, PART, PREPARE, QUERY, QUERY_SQL,
         SILENCE, TEXT, FakeServer, Repeat, empty_message, failure_message, header, i64, message,
         result_message, row_header, rows_message, text, u64,
     )
 except ImportError:  # tests/ imported as a package
     from tests.fakeserver import (  # type: ignore[no-redef]
-        BLOB, CLOSE, DONE, EXEC_SQL, INTEGER, ISO8601, LEADER, OPEN, PART, PREPARE, QUERY, QUERY_SQL,
+        BLOB, CLOSE, CLUSTER, DONE, EXEC_SQL, INTEGER, ISO8601, LEADER, OPEN, PART, PREPARE, QUERY, QUERY_SQL,
         SILENCE, TEXT, FakeServer, Repeat, empty_message, failure_message, header, i64, message,
         result_message, row_header, rows_message, text, u64,
     )
@@ -470,7 +470,7 @@ def test_rejected_sql_text_leaves_nothing_on_the_wire():
         with pytest.raises(dqlite.DataError, match=r"NUL"):
             conn.execute("SELECT 'a\x00b' FROM t")
         assert conn.execute(SQL).fetchall() == [(1,), (2,)]
-        assert fake.request_types(0) == [LEADER, OPEN, PREPARE, QUERY]
+        assert fake.request_types(0) == [LEADER, OPEN, CLUSTER, PREPARE, QUERY]  # CLUSTER: the node store's members
 
 
 def test_rejected_parameter_leaves_nothing_on_the_wire():
@@ -482,7 +482,7 @@ def test_rejected_parameter_leaves_nothing_on_the_wire():
                 with pytest.raises(dqlite.DatabaseError, match=r"parameter 1"):
                     conn.execute("SELECT x FROM t WHERE x > ?", (bad,))
             assert conn.execute("SELECT x FROM t WHERE x > ?", (0,)).fetchall() == [(1,), (2,)]
-            assert fake.request_types(0) == [LEADER, OPEN, PREPARE, QUERY]
+            assert fake.request_types(0) == [LEADER, OPEN, CLUSTER, PREPARE, QUERY]  # CLUSTER: the node store's members
             assert fake.requests[-1].body == u64(0) + bytes([1, INTEGER]) + b"\0" * 6 + i64(0)
         finally:
             conn.close()
