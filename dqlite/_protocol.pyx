@@ -574,8 +574,20 @@ cdef class Decoder:
         return 0
 
     def buffer_updated(self, Py_ssize_t nbytes):
-        """Record that ``nbytes`` were written into the last ``get_buffer()`` view."""
+        """Record that ``nbytes`` were written into the last ``get_buffer()`` view.
+
+        Returns whether a whole message is now buffered at the head, which
+        ``next_message()`` would frame (True too for a header it would
+        refuse), without framing it: the asyncio shell wakes its reader only then.
+        """
+        cdef Py_ssize_t live
+        cdef uint64_t size
         decoder_received(self, nbytes)
+        live = self.end - self.start
+        if live < 8:
+            return False
+        size = (<uint64_t>load_u32(self.buf + self.start)) * 8
+        return size > <uint64_t>self.max_message_size or <uint64_t>(live - 8) >= size
 
     def feed(self, data):
         """Append bytes (for tests and for shells that receive bytes objects)."""

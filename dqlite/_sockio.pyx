@@ -180,15 +180,6 @@ cdef class BusyPoll:
             self.active_ns = 0
             self.waits = 0
 
-    def start_wait(self):
-        """For an event loop's waits: seconds to keep the loop polling for
-        this answer (0.0: let it sleep); ``end_wait`` says how it went."""
-        return self._start() / 1e9
-
-    def end_wait(self, bint in_time):
-        """The answer of a wait that polled came within the window, or not."""
-        self._polled(in_time)
-
     cdef inline ssize_t try_receive(self, int fd, char* buf, size_t room) noexcept nogil:
         """recv() into ``buf`` without sleeping, for up to the window in force.
 
@@ -215,25 +206,6 @@ cdef class BusyPoll:
             sched_yield()
         self._polled(False)
         return _SLEEP_AFTER_POLL
-
-
-def poll_into_decoder(int fd, decoder, BusyPoll poll):
-    """Receive into ``decoder`` what arrives within ``poll``'s window, never sleeping.
-
-    The byte count; 0 when nothing came in time (or ``poll`` has stopped
-    polling), and also at the end of the stream or on a socket error, which
-    are left for the caller's ordinary receive to find.  For an event loop
-    with nothing else to run (``dqlite.aio``): the GIL is released meanwhile.
-    """
-    cdef Py_ssize_t room
-    cdef char* buf = decoder_free_space(decoder, &room)
-    cdef ssize_t n
-    with nogil:
-        n = poll.try_receive(fd, buf, <size_t>room)
-    if n <= 0:
-        return 0
-    decoder_received(decoder, n)
-    return n
 
 
 def recv_into_decoder(int fd, decoder, BusyPoll poll=None):

@@ -23,18 +23,15 @@ task, or a pool).
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import socket
 import time
-import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from ssl import SSLContext
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from dqlite._protocol import Decoder
-from dqlite._sockio import BusyPoll, poll_into_decoder
 from dqlite._session import (
     CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, FindLeader, Op, ResultState, Parameters, SendSoon,
     Session, Sleep,
@@ -65,208 +62,62 @@ log = logging.getLogger("dqlite")
 _HIGH_WATER = 1 << 20
 
 
-# A node that was sent a request this recently is most likely still awake
-# (see _LoopState.send_soon).
-_NODE_AWAKE = 50e-6
+class _StreamProtocol(asyncio.BufferedProtocol):
+    """Receives into the decoder's buffer; completes one future per awaited answer.
 
-
-class _LoopState:
-    """What the connections on one event loop share (one per loop, which it
-    does not keep alive: ``_loop_states`` is keyed weakly on it).
-
-    Polling: the asyncio form of ``dqlite._sockio.BusyPoll``.  While a wait
-    polls, a callback that schedules itself again makes the loop select with
-    no timeout, so the answer is taken in by the loop's next turn instead of
-    by a sleeping thread that has to be woken.  Other callbacks and sockets
-    are served as usual meanwhile.
-
-    Sending: a request sent to a node that sleeps wakes it, and on a virtual
-    machine whose idle CPUs halt, the sender pays for that wake-up: measured
-    on this project's 2-CPU VM, a send took 21 us when the node slept and
-    3 us when it was awake.  Tasks that each do much work between queries
-    (an ORM's) send their queries far apart, and each wakes the node.  So
-    while other callbacks are ready to run, a query for a node not sent
-    anything within ``_NODE_AWAKE`` waits for the end of the loop's
-    iteration, and goes out with the others sent meanwhile: the first wakes
-    the node, the rest find it awake.  (The last send is the loop's, to any
-    node: an application's connections normally all go to the one leader.)
-    When nothing else is ready, or the node was sent something just now (it
-    is still at work: tasks that query in a tight loop), a query goes out at
-    once.
+    The shape of asyncpg's protocol: the reader asks for the next message
+    with ``wait_for_message()`` and gets a future, which the protocol
+    completes once that message is wholly buffered (the decoder tells, see
+    ``Decoder.buffer_updated``), so an answer that arrives in pieces wakes
+    the reader once.  Sends go to the transport at once; the event loop does
+    every receive.  Only public asyncio APIs: it works on any loop (uvloop)
+    and over any transport (TLS).
     """
 
-    __slots__ = ("until", "running", "to_flush", "last_send")
-
-    def __init__(self) -> None:
-        self.until = 0.0
-        self.running = False
-        self.to_flush: list[_StreamProtocol] = []
-        self.last_send = 0.0  # the loop's time of the last send
-
-    def send_soon(self, loop: asyncio.AbstractEventLoop, protocol: _StreamProtocol) -> None:
-        """``protocol`` has requests pending: send them at the end of this iteration."""
-        if not self.to_flush:
-            loop.call_soon(self._flush_all)
-        self.to_flush.append(protocol)
-
-    def _flush_all(self) -> None:
-        to_flush, self.to_flush = self.to_flush, []
-        for protocol in to_flush:
-            protocol.flush()
-
-    def poll_until(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
-        if until > self.until:
-            self.until = until
-        if not self.running:
-            self.running = True
-            loop.call_soon(self._turn, loop)
-
-    def _turn(self, loop: asyncio.AbstractEventLoop) -> None:
-        if loop.time() < self.until:
-            loop.call_soon(self._turn, loop)
-        else:
-            self.running = False
-
-
-_loop_states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
-
-
-def _loop_state(loop: asyncio.AbstractEventLoop) -> _LoopState:
-    state = _loop_states.get(loop)
-    if state is None:
-        state = _loop_states[loop] = _LoopState()
-    return state
-
-
-class _StreamProtocol(asyncio.BufferedProtocol):
-    """Receives into the decoder's buffer and wakes the waiting operation."""
-
-    def __init__(self, decoder: Decoder, busy_poll: float = 0.0) -> None:
+    def __init__(self, decoder: Decoder) -> None:
         self.decoder = decoder
-        self.busy_poll = BusyPoll(busy_poll)
-        self.shared: _LoopState = None  # type: ignore[assignment]  # set by connection_made
-        self.polls = self.busy_poll.window_ns > 0
-        self.polled_until = 0.0  # while a wait polls: when its window ends
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.lost: Exception | None = None
         self.paused = False
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.sock: Any = None
+        self.sock: Any = None  # for QUICKACK (Linux), else None
         self.received_since_write = False
-        self.pending: bytes | None = None  # to send at the end of this loop iteration (write_soon)
-        # The loop's queues where they can be seen (selector loops: not
-        # uvloop): callbacks ready to run, and timers.  For sends held back
-        # while callbacks are ready (_LoopState) and waits that poll in place
-        # (_loop_is_idle), with the socket and a future that is done (awaiting
-        # it never yields).  Held here, not in the _LoopState: queued handles
-        # hold the loop, which the _LoopState must not keep alive.
-        self.ready: Any = None
-        self.scheduled: Any = None
-        self.fd = -1
-        self.answered: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        loop = self.loop = asyncio.get_running_loop()
-        self.shared = _loop_state(loop)
-        ready = getattr(loop, "_ready", None)
-        scheduled = getattr(loop, "_scheduled", None)
-        if (isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
-                and isinstance(ready, collections.deque) and isinstance(scheduled, list)):
-            self.ready = ready
-            self.scheduled = scheduled
-            if self.polls:
-                self._prepare_polling_in_place(transport)
+        self.loop = asyncio.get_running_loop()
         self.sock = transport.get_extra_info("socket") if QUICKACK else None
 
-    def _prepare_polling_in_place(self, transport: asyncio.BaseTransport) -> None:
-        """Polls in place on a selector loop's plain socket transport, whose
-        socket may be read from directly (the loop reads only what it is told
-        is there, and nothing is there when the loop runs again); not
-        through TLS."""
-        sock = transport.get_extra_info("socket")
-        if sock is None or transport.get_extra_info("sslcontext") is not None:
-            return
-        self.fd = sock.fileno()
-        self.answered = self.loop.create_future()  # type: ignore[union-attr]
-        self.answered.set_result(None)
-
-    def write(self, data: bytes) -> float:
-        """Send ``data`` (after what ``write_soon`` left pending); the loop's time of the send."""
-        return self._write_at(data, self.loop.time())  # type: ignore[union-attr]
-
-    def _write_at(self, data: bytes, now: float) -> float:
+    def write(self, data: bytes) -> None:
+        """Send ``data`` now (the transport buffers what the socket does not take)."""
         self.received_since_write = False
-        if self.pending is not None:
-            data = self.pending + data
-            self.pending = None
         self.transport.write(data)  # type: ignore[union-attr]
-        self.shared.last_send = now
-        return now
-
-    def send_query(self, data: bytes) -> None:
-        """Send a query now, or with the others at the end of this loop
-        iteration while other callbacks are ready and the node may sleep
-        (see _LoopState)."""
-        now = self.loop.time()  # type: ignore[union-attr]
-        if self.ready and now - self.shared.last_send > _NODE_AWAKE:
-            self.write_soon(data)
-        else:
-            self._write_at(data, now)
-
-    def write_soon(self, data: bytes) -> None:
-        """Send ``data`` at the end of this loop iteration, or with the next write.
-
-        For requests whose answer nobody awaits (the end of a read-only
-        transaction), and queries held back by ``send_query``: sent with
-        what the other tasks send in the same iteration, or together with
-        this connection's next request, they cost the node fewer wake-ups.
-        """
-        if self.pending is None:
-            self.pending = data
-            self.shared.send_soon(self.loop, self)  # type: ignore[arg-type]
-        else:
-            self.pending += data
-
-    def flush(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            self.pending = None  # the server drops the transaction with the connection
-        elif self.pending is not None:
-            sent_at = self.write(b"")
-            if self.polled_until:
-                # A wait polls for the answer to what went out only now:
-                # its window starts now.
-                self.polled_until = until = sent_at + self.busy_poll.window
-                self.shared.poll_until(self.loop, until)  # type: ignore[arg-type]
 
     def _quickack(self) -> None:
         # See dqlite._wire.Wire.fill: what a node writes after a response we
         # received waits for our ACK (Nagle), which the kernel may delay by
         # up to 40 ms; setting QUICKACK sends it now.
-        if self.sock is not None:
-            try:
-                self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
-            except (OSError, AttributeError):
-                self.sock = None
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+        except (OSError, AttributeError):
+            self.sock = None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.decoder.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        decoder = self.decoder
-        decoder.buffer_updated(nbytes)
+        whole = self.decoder.buffer_updated(nbytes)
         self.received_since_write = True
         waiter = self.waiter
         if waiter is not None:
-            self.waiter = None
-            if self.polled_until:
-                self.busy_poll.end_wait(self.loop.time() <= self.polled_until)  # type: ignore[union-attr]
-                self.polled_until = 0.0
-            if not waiter.done():
-                waiter.set_result(None)
-        elif decoder.buffered > _HIGH_WATER and not self.paused and self.transport is not None:
+            if whole:
+                self.waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+            elif self.sock is not None:
+                self._quickack()  # part of the answer: the rest may wait for our ACK
+        elif self.decoder.buffered > _HIGH_WATER and not self.paused and self.transport is not None:
             self.transport.pause_reading()
             self.paused = True
 
@@ -275,15 +126,17 @@ class _StreamProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc if exc is not None else EOFError("the server closed the connection")
-        self.fd = -1  # closed next, and its number free for reuse: never to be read in place again
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
             if not waiter.done():
                 waiter.set_exception(ConnectionLostError(f"lost connection: {self.lost}"))
 
-    def wait_for_input(self) -> asyncio.Future[None]:
-        """A future done when more bytes arrive (awaited as it is: no coroutine per wait)."""
+    def wait_for_message(self) -> asyncio.Future[None]:
+        """A future done when a whole message is buffered (call it only when none is).
+
+        Awaited as it is: no coroutine per wait.
+        """
         if self.lost is not None:
             raise ConnectionLostError(f"lost connection: {self.lost}")
         if self.paused:
@@ -291,43 +144,9 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             self.transport.resume_reading()  # type: ignore[union-attr]
         if self.received_since_write and self.sock is not None:
             self._quickack()
-        loop = self.loop
-        # Polls for the first answer after a request, not for the rest of a
-        # stream (see dqlite._wire.Wire._receive).
-        if self.polls and not self.received_since_write:
-            if self.polled_until:  # the last wait that polled got no answer (cancelled)
-                self.busy_poll.end_wait(False)
-                self.polled_until = 0.0
-            if self.fd >= 0 and self._loop_is_idle():
-                if poll_into_decoder(self.fd, self.decoder, self.busy_poll):
-                    self.received_since_write = True
-                    return self.answered  # type: ignore[return-value]
-                # Nothing within the window (or polling has stopped): sleep.
-            else:
-                window = self.busy_poll.start_wait()
-                if window:
-                    self.polled_until = until = loop.time() + window  # type: ignore[union-attr]
-                    self.shared.poll_until(loop, until)  # type: ignore[arg-type]
-        waiter = loop.create_future()  # type: ignore[union-attr]
+        waiter = self.loop.create_future()  # type: ignore[union-attr]
         self.waiter = waiter
         return waiter
-
-    def _loop_is_idle(self) -> bool:
-        """Whether the loop has nothing to run within the poll window.
-
-        Then the wait polls the socket in place, the GIL released, instead of
-        letting the loop poll: the answer is taken without a turn of the
-        loop, a wake-up of the task, or the loop's own system calls (each a
-        few microseconds, several per answer).  It blocks the loop for at
-        most the window (50 us by default, like a callback that computes
-        that long), and only when no callback is ready (another task's step,
-        another connection's poll) and no timer is due before the window ends.
-        Sockets the loop watches for others are served when it ends.
-        """
-        if self.ready:
-            return False
-        scheduled = self.scheduled
-        return not scheduled or scheduled[0].when() > self.loop.time() + self.busy_poll.window  # type: ignore[union-attr]
 
 
 async def connect(
@@ -355,12 +174,11 @@ async def connect(
     ``dqlite.connect``; ``timeout`` bounds the leader search and then the
     wait for each answer, counted from its request (a timed-out operation
     raises an ``OperationalError`` and closes the connection, which
-    reconnects on its next use).  ``busy_poll``: for up to that many
-    seconds while an answer is awaited, the connection polls its socket
-    itself if the event loop has nothing else to run, and otherwise keeps
-    the loop polling (selecting with no timeout, serving everything else
-    as usual), instead of letting it sleep.  ``on_query``: see
-    ``dqlite.Connection.on_query``.  ``node_store``: see
+    reconnects on its next use).  ``busy_poll`` is accepted (and checked)
+    as ``dqlite.connect`` takes it, so that one set of options serves both
+    drivers (SQLAlchemy's URL passes it to either), and ignored: the
+    asyncio driver never polls its socket; the event loop waits for every
+    answer.  ``on_query``: see ``dqlite.Connection.on_query``.  ``node_store``: see
     ``dqlite.connect`` (the same stores serve both APIs).
     """
     session = Session(
@@ -514,12 +332,12 @@ class AsyncConnection(ConnectionBase):
                     if protocol is None:
                         raise ConnectionLostError("not connected")
                     if self._attempt_timeout is None:
-                        await protocol.wait_for_input()
+                        await protocol.wait_for_message()
                     else:
                         # Setting up a connection: this node gets a share of the time.
                         try:
                             async with asyncio.timeout(self._attempt_timeout):
-                                await protocol.wait_for_input()
+                                await protocol.wait_for_message()
                         except TimeoutError:
                             raise ConnectionLostError("timed out") from None
                 elif type(request) is bytes or type(request) is SendSoon:
@@ -527,11 +345,12 @@ class AsyncConnection(ConnectionBase):
                     if protocol is None or protocol.transport is None or protocol.transport.is_closing():
                         raise ConnectionLostError("not connected")
                     if isinstance(request, SendSoon):
-                        protocol.write_soon(request.data)
+                        protocol.write(request.data)  # sent now: no answer is awaited for it yet
                     else:
+                        protocol.write(request)
                         # Each answer gets the whole timeout from its request: a
                         # long pipelined operation keeps its time while it sends.
-                        self._deadline = protocol.write(request) + self._session.timeout
+                        self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
                 elif request is POLL:
                     pass  # the event loop has taken in whatever arrived
                 elif request is CLOSE:
@@ -584,7 +403,7 @@ class AsyncConnection(ConnectionBase):
     async def _open(self, request: Connect) -> None:
         host, port = parse_address(request.address)
         loop = asyncio.get_running_loop()
-        protocol = _StreamProtocol(self._session.decoder, self._session.busy_poll)
+        protocol = _StreamProtocol(self._session.decoder)
         try:
             async with asyncio.timeout(request.timeout):
                 if self._session.ssl is None:
@@ -692,7 +511,7 @@ class AsyncConnection(ConnectionBase):
         data = self._session.end_read_only_now(sql)
         if data is None:
             return False
-        protocol.write_soon(data)
+        protocol.write(data)
         return True
 
     async def close(self) -> None:
@@ -811,20 +630,20 @@ class AsyncCursor(ResultState):
                 if encoded:
                     connection._start_operation(protocol.loop)  # type: ignore[arg-type]
                     try:
-                        protocol.send_query(session.encoder.take())  # a pending write_soon goes with it
+                        protocol.write(session.encoder.take())
                         decoder = session.decoder
                         # Answers owed by the end of the last transaction come
                         # first (and if its BEGIN failed, the query runs again below).
                         owed = session.take_owed() if session.unread else True
                         while owed is None:
-                            await protocol.wait_for_input()
+                            await protocol.wait_for_message()
                             owed = session.take_owed()
                         if owed:
                             rows: list = []
                             done = False
                             while not done and not rows:  # up to a first row, or the end
                                 while decoder.next_message() < 0:
-                                    await protocol.wait_for_input()
+                                    await protocol.wait_for_message()
                                 done = decoder.read_rows(rows)
                             session.take_query_rows(self, rows, done)
                     except BaseException as exc:

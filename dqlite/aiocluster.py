@@ -116,7 +116,7 @@ class AsyncNodeClient:
             protocol.write(data)
             async with asyncio.timeout(self.timeout):
                 while decoder.next_message() < 0:
-                    await protocol.wait_for_input()
+                    await protocol.wait_for_message()
             value = getattr(decoder, reader_name)()
         except TimeoutError:
             await self.close()

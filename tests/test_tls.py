@@ -70,6 +70,34 @@ def test_close_from_another_thread_ends_the_running_operation_over_tls(tls_node)
     assert conn._wire is None  # closed by its own thread, not connected again
 
 
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_asyncio_streams_a_large_result_over_tls(tls_node, loop_kind):
+    """Answers arrive through the TLS transport in pieces, on either loop."""
+    import asyncio
+
+    import dqlite.aio
+
+    address, context, _ = tls_node
+    many = "WITH RECURSIVE k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < ?) SELECT x, 'row' FROM k"
+
+    async def main():
+        conn = await dqlite.aio.connect(address, "db", ssl=context, autocommit=True)
+        cur = conn.cursor()
+        counts = []
+        for n in (3, 30000, 5):  # the point query's prepared statement runs again
+            await cur.execute(many, (n,))
+            counts.append(len(await cur.fetchall()))
+        await conn.close()
+        return counts
+
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is a test dependency")
+        assert uvloop.run(main()) == [3, 30000, 5]
+    else:
+        assert asyncio.run(main()) == [3, 30000, 5]
+
+
 # -- mutual TLS, with the context made from files (connect keywords, URLs) ---
 
 
