@@ -19,8 +19,8 @@ Each operation is a generator that yields what it needs from the I/O shell
   (``dqlite._probe.ProbeResult``s, in the order they came) as soon as a node
   names itself (see ``dqlite._probe`` for ``preferred``), or when all have
   answered;
-* ``SendSoon(data)``: send bytes whose answer nobody waits for now; the shell
-  may hold them briefly to send them with the next write.
+* ``SendSoon(data)``: send bytes whose answer nobody waits for now (it is
+  read ahead of the next request's).
 
 The shell (``dqlite.connection`` blocking, ``dqlite.aio`` asyncio) performs
 the request and resumes the generator; an I/O failure is thrown into the
@@ -1610,10 +1610,9 @@ class Session:
     def _end_read_only(self, sql: str) -> Op:
         """End a transaction that only read, without waiting for the answer.
 
-        Nothing is at stake, so COMMIT/ROLLBACK is sent now (the asyncio
-        shell at the end of the loop iteration at the latest; the server
+        Nothing is at stake, so COMMIT/ROLLBACK is sent now (the server
         ends the read snapshot then) and its answer is read ahead of the
-        next request's: a pooled read costs one round trip, not two.
+        next request's: a pooled read waits for one round trip, not two.
         """
         data = self._encode_end_read_only(sql)
         if data is not None:
