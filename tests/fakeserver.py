@@ -50,13 +50,11 @@ __all__ = [
     "rows_body", "rows_message", "failure_message", "result_message", "empty_message",
     "DONE", "PART", "GOOD_ROWS",
     "LEADER", "CLIENT", "OPEN", "PREPARE", "EXEC", "QUERY", "FINALIZE", "EXEC_SQL", "QUERY_SQL", "INTERRUPT",
-    "CLUSTER",
     "INTEGER", "FLOAT", "TEXT", "BLOB", "NULL", "UNIXTIME", "ISO8601", "BOOLEAN",
 ]
 
 # Request types (§2.1)
 LEADER, CLIENT, OPEN, PREPARE, EXEC, QUERY, FINALIZE, EXEC_SQL, QUERY_SQL, INTERRUPT = 0, 1, 3, 4, 5, 6, 7, 8, 9, 10
-CLUSTER = 16
 # Response types (§2.2)
 R_FAILURE, R_SERVER, R_WELCOME, R_DB, R_STMT, R_RESULT, R_ROWS, R_EMPTY = 0, 1, 2, 4, 5, 6, 7, 8
 # Value type codes (§1.4)

@@ -22,13 +22,13 @@ import dqlite
 
 try:
     from fakeserver import (
-        BLOB, CLOSE, CLUSTER, DONE, EXEC_SQL, INTEGER, ISO8601, LEADER, OPEN, PART, PREPARE, QUERY, QUERY_SQL,
+        BLOB, CLOSE, DONE, EXEC_SQL, INTEGER, ISO8601, LEADER, OPEN, PART, PREPARE, QUERY, QUERY_SQL,
         SILENCE, TEXT, FakeServer, Repeat, empty_message, failure_message, header, i64, message,
         result_message, row_header, rows_message, text, u64,
     )
 except ImportError:  # tests/ imported as a package
     from tests.fakeserver import (  # type: ignore[no-redef]
-        BLOB, CLOSE, CLUSTER, DONE, EXEC_SQL, INTEGER, ISO8601, LEADER, OPEN, PART, PREPARE, QUERY, QUERY_SQL,
+        BLOB, CLOSE, DONE, EXEC_SQL, INTEGER, ISO8601, LEADER, OPEN, PART, PREPARE, QUERY, QUERY_SQL,
         SILENCE, TEXT, FakeServer, Repeat, empty_message, failure_message, header, i64, message,
         result_message, row_header, rows_message, text, u64,
     )
@@ -44,7 +44,11 @@ def serve(script, *, timeout=2.0, on=(QUERY, QUERY_SQL), then=None, **connect_kw
     """A fake server playing ``script`` and an autocommit connection to it."""
     fake_kwargs = {"on": on} if then is None else {"on": on, "then": then}
     with FakeServer(script, **fake_kwargs) as fake:
-        conn = dqlite.connect(fake.address, "db", timeout=timeout, autocommit=True, **connect_kwargs)
+        # No node store: the fake is no cluster, and its port may be one a
+        # node of an earlier test's cluster had (the store would ask that
+        # cluster's other members too).
+        conn = dqlite.connect(fake.address, "db", timeout=timeout, autocommit=True, node_store=False,
+                              **connect_kwargs)
         try:
             yield fake, conn
         finally:
@@ -254,7 +258,7 @@ def test_malformed_leader_reply_fails_connect_with_the_reason():
     with FakeServer([bad_server], on=(LEADER,), then=[bad_server]) as fake:
         started = time.monotonic()
         with pytest.raises(dqlite.OperationalError, match=r"text field is not NUL-terminated"):
-            dqlite.connect(fake.address, "db", timeout=0.3, autocommit=True)
+            dqlite.connect(fake.address, "db", timeout=0.3, autocommit=True, node_store=False)
         assert time.monotonic() - started < 3
     assert QUERY not in fake.request_types()
 
@@ -449,7 +453,7 @@ def test_protocol_error_inside_a_transaction_loses_the_transaction():
     """With a transaction open, the dropped connection took the transaction with it."""
     bad = rows_raw(names_body(X) + row_header([7]) + u64(0) + DONE)
     with FakeServer([bad]) as fake:
-        conn = dqlite.connect(fake.address, "db", timeout=2)  # PEP 249 mode: implicit BEGIN
+        conn = dqlite.connect(fake.address, "db", timeout=2, node_store=False)  # PEP 249 mode: implicit BEGIN
         try:
             with pytest.raises(dqlite.TransactionLostError, match=r"unknown type code 7") as info:
                 conn.execute(SQL)
@@ -470,19 +474,19 @@ def test_rejected_sql_text_leaves_nothing_on_the_wire():
         with pytest.raises(dqlite.DataError, match=r"NUL"):
             conn.execute("SELECT 'a\x00b' FROM t")
         assert conn.execute(SQL).fetchall() == [(1,), (2,)]
-        assert fake.request_types(0) == [LEADER, OPEN, CLUSTER, PREPARE, QUERY]  # CLUSTER: the node store's members
+        assert fake.request_types(0) == [LEADER, OPEN, PREPARE, QUERY]
 
 
 def test_rejected_parameter_leaves_nothing_on_the_wire():
     """The contrast to the above: a bad parameter is rejected before anything is sent."""
     with FakeServer([FULL_ROWS], stmt_params=1) as fake:
-        conn = dqlite.connect(fake.address, "db", timeout=2, autocommit=True)
+        conn = dqlite.connect(fake.address, "db", timeout=2, autocommit=True, node_store=False)
         try:
             for bad in (2**64, "a\x00b", object()):
                 with pytest.raises(dqlite.DatabaseError, match=r"parameter 1"):
                     conn.execute("SELECT x FROM t WHERE x > ?", (bad,))
             assert conn.execute("SELECT x FROM t WHERE x > ?", (0,)).fetchall() == [(1,), (2,)]
-            assert fake.request_types(0) == [LEADER, OPEN, CLUSTER, PREPARE, QUERY]  # CLUSTER: the node store's members
+            assert fake.request_types(0) == [LEADER, OPEN, PREPARE, QUERY]
             assert fake.requests[-1].body == u64(0) + bytes([1, INTEGER]) + b"\0" * 6 + i64(0)
         finally:
             conn.close()
