@@ -152,7 +152,7 @@ def test_cancelled_commit_is_reported_as_of_unknown_outcome(dqlite_fresh_cluster
         await conn.execute("CREATE TABLE t (x)")
         await conn.commit()
         await conn.execute("INSERT INTO t VALUES (1)")
-        leader = cluster.leader_node()
+        leader = cluster.node_at(conn.leader)
         leader.kill(signal.SIGSTOP)  # COMMIT goes out; no answer comes
         try:
             task = asyncio.create_task(conn.commit())
@@ -178,7 +178,7 @@ def test_operation_timeout_closes_and_reconnects(dqlite_fresh_cluster):
     async def main():
         conn = await dqlite.aio.connect(cluster.addresses, "db", timeout=0.5, autocommit=True)
         await conn.execute("CREATE TABLE t (x)")
-        leader = cluster.leader_node()
+        leader = cluster.node_at(conn.leader)
         leader.kill(signal.SIGSTOP)
         loop = asyncio.get_running_loop()
         started = loop.time()
