@@ -187,7 +187,7 @@ def test_operation_timeout_closes_and_reconnects(dqlite_fresh_cluster):
                 await conn.execute("INSERT INTO t VALUES (1)")
         finally:
             leader.kill(signal.SIGCONT)
-        assert loop.time() - started < 2
+        assert loop.time() - started < 0.5 + 10  # the timeout, with slack no busy machine uses up
         await conn.close()
 
     run(main())
@@ -283,6 +283,9 @@ def test_an_unexpected_exception_midway_through_a_query_drops_the_socket(dqlite_
 
 
 # -- busy polling: the event loop polls while an answer is due (_LoopState) ----
+#
+# An answer meant to come within the window comes 1 ms after the request, and
+# the window is the longest there is (1 s): ample also on a busy machine.
 
 
 async def _protocol_on_a_socketpair(window: float):
@@ -315,7 +318,7 @@ async def _waits_answered_after(window: float, delays: list[float]):
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_the_loop_polls_for_an_answer_due_within_the_window(loop_kind):
-    protocol = run(_waits_answered_after(0.5, [0.001, 0.001]), loop_kind)
+    protocol = run(_waits_answered_after(1.0, [0.001, 0.001]), loop_kind)
     assert (protocol.busy_poll.hits, protocol.busy_poll.sleeps) == (2, 0)
 
 
@@ -334,7 +337,7 @@ def test_answers_later_than_the_window_stop_the_loop_polling(loop_kind):
 def test_the_rest_of_a_stream_is_not_polled_for():
     async def main():
         loop = asyncio.get_running_loop()
-        protocol, theirs = await _protocol_on_a_socketpair(0.5)
+        protocol, theirs = await _protocol_on_a_socketpair(1.0)
         protocol.write(b"request!")
         for _ in range(3):  # the answer, then two more batches of it
             loop.call_later(0.001, theirs.send, b"x" * 8)
@@ -351,7 +354,7 @@ async def _wait_answered_by_a_thread(ready_callback: bool):
     """A request whose answer another thread sends 1 ms later; with
     ``ready_callback``, the loop has a callback to run meanwhile."""
     loop = asyncio.get_running_loop()
-    protocol, theirs = await _protocol_on_a_socketpair(0.5)
+    protocol, theirs = await _protocol_on_a_socketpair(1.0)
     ran: list[bool] = []
     try:
         protocol.write(b"request!")
@@ -394,7 +397,7 @@ def test_an_event_loop_is_not_kept_alive_by_its_state():
     from dqlite.aio import _loop_states
 
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(_waits_answered_after(0.5, [0.001]))
+    loop.run_until_complete(_waits_answered_after(1.0, [0.001]))
     loop.close()
     gone = weakref.ref(loop)
     del loop
