@@ -330,7 +330,11 @@ class LocalNode:
         deadline = time.monotonic() + timeout
         while True:
             running = []
-            for tid in os.listdir(tasks):
+            try:
+                tids = os.listdir(tasks)
+            except FileNotFoundError:  # the process is gone: nothing runs
+                return
+            for tid in tids:
                 try:
                     stat = (tasks / tid / "stat").read_text()
                 except OSError:  # the thread exited meanwhile
