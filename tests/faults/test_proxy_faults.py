@@ -138,8 +138,8 @@ def connect_t(api_connect, proxy_env, db, **kwargs):
 
 
 def clean_response(proxy, conn, sql=SQL) -> bytes:
-    """The server's bytes for preparing and running ``sql`` on a fresh connection."""
-    tap = proxy.arm(S2C, Tap())
+    """The server's bytes for preparing and running ``sql`` on ``conn``, the connection opened last."""
+    tap = proxy.arm(S2C, Tap(), proxy.newest)
     try:
         assert run_query(conn, sql)[0] == "correct"
     finally:
@@ -153,7 +153,7 @@ def sweep(proxy_env, api_connect, db, direction, make_fault, offsets, *, sql=SQL
     longest = 0.0
     for k in offsets:
         conn = connect_t(api_connect, proxy_env, db, autocommit=True)
-        proxy_env.proxy.arm(direction, make_fault(k))
+        proxy_env.proxy.arm(direction, make_fault(k), proxy_env.proxy.newest)
         started = time.monotonic()
         results[k] = run_query(conn, sql)
         longest = max(longest, time.monotonic() - started)
@@ -223,7 +223,7 @@ def test_corrupt_each_byte_of_a_read_request(proxy_env, api_connect, db):
     """Flipped bytes in what the client sends (PREPARE + QUERY of a SELECT): the
     server refuses, stays silent (the client times out) or closes; never a crash."""
     conn = connect_t(api_connect, proxy_env, db, autocommit=True)
-    tap = proxy_env.proxy.arm(C2S, Tap())
+    tap = proxy_env.proxy.arm(C2S, Tap(), proxy_env.proxy.newest)
     assert run_query(conn)[0] == "correct"
     proxy_env.proxy.disarm()
     stream = bytes(tap.data)
@@ -259,7 +259,7 @@ def test_cut_the_response_at_each_byte(proxy_env, api_connect, db, fault):
 
 def test_cut_the_request_at_each_byte(proxy_env, api_connect, db):
     conn = connect_t(api_connect, proxy_env, db, autocommit=True)
-    tap = proxy_env.proxy.arm(C2S, Tap())
+    tap = proxy_env.proxy.arm(C2S, Tap(), proxy_env.proxy.newest)
     assert run_query(conn)[0] == "correct"
     proxy_env.proxy.disarm()
     results, longest = sweep(proxy_env, api_connect, db, C2S, Truncate, range(len(tap.data)))
@@ -282,14 +282,14 @@ def test_cut_a_multi_batch_result(proxy_env, api_connect, db, fault):
     """A result of ~200 batches cut anywhere: fetchall raises, it never returns part of it,
     and the rows fetchmany handed out before the cut are exactly the start of the result."""
     conn = api_connect(proxy_env.address, db, autocommit=True, timeout=5)
-    tap = proxy_env.proxy.arm(S2C, Tap())
+    tap = proxy_env.proxy.arm(S2C, Tap(), proxy_env.proxy.newest)
     assert conn.execute(BIG_SQL).fetchall() == expected_big(BIG)
     proxy_env.proxy.disarm()
     size = len(tap.data)
     outcomes = []
     for cut in (100, 4_000, size // 5, size // 2, size - 5_000, size - 9):
         conn = api_connect(proxy_env.address, db, autocommit=True, timeout=2)
-        proxy_env.proxy.arm(S2C, fault(cut))
+        proxy_env.proxy.arm(S2C, fault(cut), proxy_env.proxy.newest)
         got = []
         with pytest.raises(dqlite.ConnectionLostError):
             cur = conn.execute(BIG_SQL)
