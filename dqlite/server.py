@@ -304,8 +304,12 @@ class LocalNode:
         """Send ``sig`` to the node process (fault injection).
 
         After SIGKILL this waits until the process is gone, so the port is free
-        and :meth:`is_alive` is False at once. For SIGSTOP/SIGCONT it returns
-        immediately.
+        and :meth:`is_alive` is False at once.  After SIGSTOP it waits until
+        every thread of the process is stopped, so a request sent afterwards
+        surely gets no answer: the kernel stops a process asynchronously (one
+        thread takes the signal and then stops the others), and on a busy
+        machine the node's network thread can go on serving requests for a
+        while after kill() returned.  For SIGCONT it returns immediately.
         """
         proc = self.process
         if proc is None or proc.poll() is not None:
@@ -315,6 +319,35 @@ class LocalNode:
         if sig == signal.SIGKILL:
             proc.wait()
             self._close_pipes()
+        elif sig == signal.SIGSTOP:
+            self._wait_stopped(proc.pid)
+
+    def _wait_stopped(self, pid: int, timeout: float = 10.0) -> None:
+        """Wait until no thread of process ``pid`` can run (Linux /proc; elsewhere, return)."""
+        tasks = Path(f"/proc/{pid}/task")
+        if not tasks.is_dir():
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            running = []
+            try:
+                tids = os.listdir(tasks)
+            except FileNotFoundError:  # the process is gone: nothing runs
+                return
+            for tid in tids:
+                try:
+                    stat = (tasks / tid / "stat").read_text()
+                except OSError:  # the thread exited meanwhile
+                    continue
+                # The state follows the parenthesised command name: T stopped,
+                # t traced, Z/X exiting; anything else can still run.
+                if stat.rsplit(")", 1)[1].split()[0] not in ("T", "t", "Z", "X"):
+                    running.append(tid)
+            if not running:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{self!r}: threads {running} of pid {pid} did not stop within {timeout:g}s")
+            time.sleep(0.001)
 
     def client(self, timeout: float = 5.0) -> NodeClient:
         """A control connection (LEADER, CLUSTER, ADD, ...) to this node."""
@@ -462,6 +495,18 @@ class LocalCluster:
             if n.id == node_id:
                 return n
         raise KeyError(node_id)
+
+    def node_at(self, address: str | None) -> LocalNode:
+        """The node listening at ``address`` (e.g. a connection's ``leader``).
+
+        Fault injection that must hit the node a given connection talks to
+        stops ``node_at(conn.leader)``: :meth:`leader_node` asks the cluster
+        afresh, and after an election it may name another node.
+        """
+        for n in self._nodes:
+            if n.address == address:
+                return n
+        raise KeyError(address)
 
     def leader_address(self, timeout: float | None = None) -> str:
         """Address of the current leader, waiting up to ``timeout`` s for one.

@@ -284,7 +284,7 @@ class FakeServer:
         with self._lock:
             return [r.type for r in self.requests if connection is None or r.connection == connection]
 
-    def wait_closed(self, connection: int, timeout: float = 2.0) -> bool:
+    def wait_closed(self, connection: int, timeout: float = 10.0) -> bool:
         """Wait until the client has closed connection number ``connection``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -10,8 +10,8 @@ server to client)::
         ...
 
 Offsets count the bytes of that direction from the moment the fault is armed,
-on whichever connection carries them first; the fault then stays with that
-connection. One-shot faults (everything but ``Delay``, ``Trickle`` and
+on whichever connection carries them first (or on the one given to ``arm``);
+the fault then stays with that connection. One-shot faults (everything but ``Delay``, ``Trickle`` and
 ``Tap``) disarm themselves once they have acted, so the client's next
 connection is clean again and the test can check that it recovers.
 
@@ -258,11 +258,23 @@ class FaultProxy:
 
     # -- faults ----------------------------------------------------------------------
 
-    def arm(self, direction: str, fault: Fault) -> Fault:
-        """Apply ``fault`` to the next bytes of ``direction`` (C2S or S2C); returns it."""
+    def arm(self, direction: str, fault: Fault, conn: _Conn | None = None) -> Fault:
+        """Apply ``fault`` to the next bytes of ``direction`` (C2S or S2C); returns it.
+
+        With ``conn`` (e.g. :attr:`newest`), to that connection's bytes only:
+        otherwise a connection the client gave up on (a connect attempt that
+        timed out) can carry late bytes first and take the fault.
+        """
+        fault.conn = conn
         with self._lock:
             self._dirs[direction].faults.append(fault)
         return fault
+
+    @property
+    def newest(self) -> _Conn:
+        """The connection accepted last: a client's, right after it connected."""
+        with self._lock:
+            return self.connections[-1]
 
     def disarm(self, direction: str | None = None) -> None:
         """Remove the faults of ``direction`` (default: both)."""

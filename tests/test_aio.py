@@ -151,7 +151,7 @@ def test_cancelled_commit_is_reported_as_of_unknown_outcome(dqlite_fresh_cluster
         await conn.execute("CREATE TABLE t (x)")
         await conn.commit()
         await conn.execute("INSERT INTO t VALUES (1)")
-        leader = cluster.leader_node()
+        leader = cluster.node_at(conn.leader)
         leader.kill(signal.SIGSTOP)  # COMMIT goes out; no answer comes
         try:
             task = asyncio.create_task(conn.commit())
@@ -178,7 +178,7 @@ def test_operation_timeout_closes_and_reconnects(dqlite_fresh_cluster, loop_kind
     async def main():
         conn = await dqlite.aio.connect(cluster.addresses, "db", timeout=0.5, autocommit=True)
         await conn.execute("CREATE TABLE t (x)")
-        leader = cluster.leader_node()
+        leader = cluster.node_at(conn.leader)
         leader.kill(signal.SIGSTOP)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -187,7 +187,7 @@ def test_operation_timeout_closes_and_reconnects(dqlite_fresh_cluster, loop_kind
                 await conn.execute("INSERT INTO t VALUES (1)")
         finally:
             leader.kill(signal.SIGCONT)
-        assert loop.time() - started < 2
+        assert loop.time() - started < 0.5 + 10  # the timeout, with slack no busy machine uses up
         # It reconnects on its next use (the INSERT's outcome is unknown).
         assert (await (await conn.execute("SELECT count(*) FROM t")).fetchall())[0][0] in (0, 1)
         await conn.close()

@@ -5,6 +5,7 @@ lock; the driver runs the statement again for up to ``busy_timeout`` seconds.
 """
 
 import asyncio
+import contextlib
 import logging
 import threading
 
@@ -23,6 +24,45 @@ def table(dqlite_cluster, dqlite_database):
     return dqlite_cluster.addresses, dqlite_database
 
 
+class _OnRetry(logging.Handler):
+    """Calls ``action`` once a waiter logs that it found the database locked."""
+
+    def __init__(self, action):
+        super().__init__(logging.DEBUG)
+        self.action = action
+
+    def emit(self, record):
+        if RETRY_LOG in record.getMessage():
+            self.action()
+
+
+@contextlib.contextmanager
+def on_retry(action):
+    logger = logging.getLogger("dqlite")
+    handler = _OnRetry(action)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def released_once_waited_for(holder):
+    """A thread that commits ``holder`` once a waiter has found the database
+    locked and is waiting (not after a delay: on a busy machine the waiter
+    could come after it, and then nothing waited).  Logging at DEBUG on
+    "dqlite" must be on.  Join it after the waiter's statement."""
+    waited = threading.Event()
+
+    def release():
+        waited.wait(30)  # then release anyway: the waiter's failure tells
+        holder.commit()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    return thread, on_retry(waited.set)
+
+
 def rows(address, database):
     with dqlite.connect(address, database) as conn:
         return sorted(x for (x,) in conn.execute("SELECT x FROM t").fetchall())
@@ -32,41 +72,47 @@ def test_a_write_waits_for_the_lock_holder_to_commit(table, caplog):
     holder = dqlite.connect(*table)
     waiter = dqlite.connect(*table)
     holder.execute("INSERT INTO t VALUES (1)")  # holds the write lock
-    release = threading.Timer(0.3, holder.commit)
-    release.start()
     with caplog.at_level(logging.DEBUG, logger="dqlite"):
-        waiter.execute("INSERT INTO t VALUES (2)")
-        waiter.commit()
+        release, watching = released_once_waited_for(holder)
+        with watching:
+            waiter.execute("INSERT INTO t VALUES (2)")
         release.join()
-        holder.execute("INSERT INTO t VALUES (3)")
-        release = threading.Timer(0.3, holder.commit)
-        release.start()
-        waiter.executemany("INSERT INTO t VALUES (?)", iter([(4,), (5,), (6,)]))  # a generator, run again
         waiter.commit()
-    release.join()
-    assert RETRY_LOG in caplog.text
+        assert RETRY_LOG in caplog.text
+        caplog.clear()
+        holder.execute("INSERT INTO t VALUES (3)")
+        release, watching = released_once_waited_for(holder)
+        with watching:
+            waiter.executemany("INSERT INTO t VALUES (?)", iter([(4,), (5,), (6,)]))  # a generator, run again
+        release.join()
+        waiter.commit()
+        assert RETRY_LOG in caplog.text
     assert rows(*table) == [1, 2, 3, 4, 5, 6]
     holder.close()
     waiter.close()
 
 
-def test_asyncio_waits_for_the_lock_holder_too(table):
+def test_asyncio_waits_for_the_lock_holder_too(table, caplog):
     async def main():
         holder = await dqlite.aio.connect(*table)
         waiter = await dqlite.aio.connect(*table, autocommit=True)
         await holder.execute("INSERT INTO t VALUES (1)")
+        waited = asyncio.Event()
 
         async def release():
-            await asyncio.sleep(0.3)
+            await waited.wait()  # the waiter found the database locked: it waits
             await holder.commit()
 
         releasing = asyncio.create_task(release())
-        await waiter.execute("INSERT INTO t VALUES (2)")  # autocommit: commits by itself
+        with on_retry(waited.set):
+            await waiter.execute("INSERT INTO t VALUES (2)")  # autocommit: commits by itself
         await releasing
         await holder.close()
         await waiter.close()
 
-    asyncio.run(main())
+    with caplog.at_level(logging.DEBUG, logger="dqlite"):
+        asyncio.run(main())
+    assert RETRY_LOG in caplog.text
     assert rows(*table) == [1, 2]
 
 

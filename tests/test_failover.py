@@ -171,7 +171,7 @@ def test_commit_of_unknown_outcome_is_reported_and_not_retried(cluster, api_conn
     conn.execute("CREATE TABLE t (x)")
     conn.commit()
     conn.execute("INSERT INTO t VALUES (1)")
-    leader = cluster.leader_node()
+    leader = cluster.node_at(conn.leader)
     # Stop the leader's process (SIGSTOP): COMMIT is sent and no answer comes.
     import signal
 

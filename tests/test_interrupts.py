@@ -30,17 +30,21 @@ def writing(cluster):
 
 
 @contextlib.contextmanager
-def interrupted_while_the_leader_is_stopped(cluster, after=0.2):
-    """Stop the leader's process, so that a request gets no answer, and raise
-    KeyboardInterrupt from a SIGALRM handler ``after`` seconds into the wait
-    (as Ctrl-C would).  The leader resumes afterwards and answers into
-    whatever socket is still open."""
+def interrupted_while_its_node_is_stopped(cluster, conn, after=0.2):
+    """Stop the process of the node ``conn`` talks to, so that its next request
+    gets no answer, and raise KeyboardInterrupt from a SIGALRM handler ``after``
+    seconds into the wait (as Ctrl-C would).  The node resumes afterwards and
+    answers into whatever socket is still open.
+
+    The node is the connection's own (``conn.leader``), not whichever node
+    the cluster names leader when asked: after an election those differ, and
+    the request would be answered by a running node before the interrupt."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    leader = cluster.leader_node()
+    node = cluster.node_at(conn.leader)
     previous = signal.signal(signal.SIGALRM, interrupt)
-    leader.kill(signal.SIGSTOP)
+    node.kill(signal.SIGSTOP)
     try:
         signal.setitimer(signal.ITIMER_REAL, after)
         with pytest.raises(KeyboardInterrupt):
@@ -48,7 +52,7 @@ def interrupted_while_the_leader_is_stopped(cluster, after=0.2):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-        leader.kill(signal.SIGCONT)
+        node.kill(signal.SIGCONT)
 
 
 @pytest.mark.parametrize("prepared", [False, True], ids=["first-run", "prepared"])
@@ -58,7 +62,7 @@ def test_an_interrupted_query_leaves_no_answer_for_the_next(cluster, prepared):
     sql = "SELECT ? * 10"
     if prepared:
         assert conn.execute(sql, (0,)).fetchall() == [(0,)]
-    with interrupted_while_the_leader_is_stopped(cluster):
+    with interrupted_while_its_node_is_stopped(cluster, conn):
         conn.execute(sql, (1,))
     # The answer to the interrupted query (10) comes after the interrupt: it
     # must not be taken for this one's.
@@ -69,7 +73,7 @@ def test_an_interrupted_query_leaves_no_answer_for_the_next(cluster, prepared):
 
 def test_a_query_interrupted_inside_a_transaction_loses_the_transaction(cluster, writing):
     conn = writing
-    with interrupted_while_the_leader_is_stopped(cluster):
+    with interrupted_while_its_node_is_stopped(cluster, conn):
         conn.execute("SELECT count(*) FROM t")
     with pytest.raises(dqlite.TransactionLostError, match="interrupted"):
         conn.execute("SELECT count(*) FROM t")
@@ -79,7 +83,7 @@ def test_a_query_interrupted_inside_a_transaction_loses_the_transaction(cluster,
 
 def test_an_interrupted_commit_is_reported_as_of_unknown_outcome_once(cluster, writing):
     conn = writing
-    with interrupted_while_the_leader_is_stopped(cluster):
+    with interrupted_while_its_node_is_stopped(cluster, conn):
         conn.commit()
     assert not conn.in_transaction
     with pytest.raises(dqlite.CommitOutcomeUnknownError, match="interrupted"):

@@ -259,7 +259,7 @@ def test_malformed_leader_reply_fails_connect_with_the_reason():
         started = time.monotonic()
         with pytest.raises(dqlite.OperationalError, match=r"text field is not NUL-terminated"):
             dqlite.connect(fake.address, "db", timeout=0.3, autocommit=True, node_store=False)
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 0.3 + 10  # the timeout, with slack no busy machine uses up
     assert QUERY not in fake.request_types()
 
 
@@ -285,11 +285,11 @@ def test_message_exactly_at_max_message_size_is_accepted():
 
 def test_u32_max_words_is_refused_before_reading_the_body():
     frame = header(0xFFFFFFFF, R_ROWS) + b"\0" * 16
-    with serve([frame, SILENCE]) as (fake, conn):
+    with serve([frame, SILENCE], timeout=30) as (fake, conn):
         started = time.monotonic()
         with pytest.raises(dqlite.ProtocolError, match=r"34359738360-byte message, above the \d+-byte limit"):
             conn.execute(SQL)
-        assert time.monotonic() - started < 1  # refused from the header, not after a timeout
+        assert time.monotonic() - started < 15  # refused from the header, not after the 30 s timeout
         assert_recovers(fake, conn)
 
 
@@ -339,7 +339,7 @@ def test_server_stalls_mid_message_times_out():
         started = time.monotonic()
         with pytest.raises(dqlite.ConnectionLostError, match=r"timed out"):
             conn.execute(SQL)
-        assert time.monotonic() - started < 2.5
+        assert time.monotonic() - started < 0.5 + 10  # the timeout, with slack no busy machine uses up
         assert_recovers(fake, conn)
 
 
@@ -397,11 +397,11 @@ ZERO_PART_600 = rows_raw(names_body(C600) + PART)
 )
 def test_endless_zero_row_part_stream_is_detected(script):
     assert len(ZERO_PART_600) == 4824
-    with serve(script) as (fake, conn):
+    with serve(script, timeout=30) as (fake, conn):
         started = time.monotonic()
         with pytest.raises(dqlite.ProtocolError, match=r"no rows"):
             conn.execute(SQL).fetchall()  # the driver may give up in either call
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 15  # detected, not ended by the 30 s timeout
         assert_recovers(fake, conn)
 
 

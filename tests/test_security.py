@@ -254,7 +254,7 @@ def test_nothing_logged_holds_parameters_across_a_failover(api_connect, dqlite_f
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)")
     conn.commit()
     conn.execute("INSERT INTO t VALUES (?, ?)", (1, SECRET))  # an open transaction
-    cluster.leader_node().kill()  # SIGKILL
+    cluster.node_at(conn.leader).kill()  # SIGKILL the node conn talks to
     with pytest.raises(dqlite.OperationalError):
         conn.execute("INSERT INTO t VALUES (?, ?)", (2, SECRET + "-2"))
     conn.rollback()

@@ -96,6 +96,26 @@ def test_kill_leader_then_restart_it(dqlite_fresh_cluster: LocalCluster) -> None
         assert client.leader()[1] == new_leader
 
 
+def test_a_node_sent_sigstop_is_stopped_when_kill_returns(dqlite_fresh_cluster: LocalCluster) -> None:
+    # The kernel stops a process's threads one after the other; kill() waits
+    # for all of them, so a request sent next surely gets no answer.
+    node = dqlite_fresh_cluster.node(2)
+    node.kill(signal.SIGSTOP)
+    try:
+        states = []
+        for tid in os.listdir(f"/proc/{node.pid}/task"):
+            with open(f"/proc/{node.pid}/task/{tid}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        assert len(states) > 1 and set(states) == {"T"}, states
+        with pytest.raises(OperationalError), NodeClient(node.address, timeout=0.5) as client:
+            client.leader()
+    finally:
+        node.kill(signal.SIGCONT)
+    leader = dqlite_fresh_cluster.wait_for_leader()  # it answers again
+    with NodeClient(node.address, timeout=5.0) as client:
+        assert client.leader()[1] == leader
+
+
 def test_nodes_die_with_a_sigkilled_parent() -> None:
     script = textwrap.dedent(
         """

@@ -121,15 +121,34 @@ def test_an_exchange_with_a_peer_that_closes_loses_the_connection():
 # -- busy polling: the receives that wait poll first (BusyPoll) -----------------
 
 
-def _receive_answered_after(pair, poll, delay):
+#: ``_receive_answered_after``'s ``when``: once the receive's window has passed.
+AFTER_THE_WINDOW = "after the window"
+
+
+def _receive_answered_after(pair, poll, when):
     """One ``recv_into_decoder`` on the pair's second end (into a new
-    decoder), the first end writing a word after ``delay`` seconds (None:
-    before the receive)."""
+    decoder), the first end writing a word: before the receive (None), after
+    ``when`` seconds, or AFTER_THE_WINDOW: once the receive has polled in
+    vain and goes to sleep (``poll.sleeps`` counts it first; the GIL is
+    released meanwhile).  A late answer so made is late by construction: a
+    delay longer than the window is not, on a machine busy enough to leave
+    the polling thread off the CPU for longer than the delay."""
     a, b = pair
-    if delay is None:
+    if when is None:
         a.sendall(b"x" * 8)
         return recv_into_decoder(b.fileno(), Decoder(), poll)
-    writer = threading.Timer(delay, a.sendall, args=(b"x" * 8,))
+    if when is AFTER_THE_WINDOW:
+        slept = poll.sleeps
+
+        def answer_after_the_window():
+            deadline = time.monotonic() + 10  # then answer anyway: the counts tell
+            while poll.sleeps == slept and time.monotonic() < deadline:
+                time.sleep(0.001)
+            a.sendall(b"x" * 8)
+
+        writer = threading.Thread(target=answer_after_the_window)
+    else:
+        writer = threading.Timer(when, a.sendall, args=(b"x" * 8,))
     writer.start()
     try:
         return recv_into_decoder(b.fileno(), Decoder(), poll)
@@ -138,7 +157,7 @@ def _receive_answered_after(pair, poll, delay):
 
 
 def test_an_answer_within_the_window_is_polled_for_not_slept_on(pair):
-    poll = BusyPoll(0.5)  # ample for the other thread to answer
+    poll = BusyPoll(1.0)  # the longest window: ample for the other thread to answer
     assert _receive_answered_after(pair, poll, 0.001) == 8
     assert (poll.hits, poll.sleeps, poll.polling) == (1, 0, True)
 
@@ -146,7 +165,7 @@ def test_an_answer_within_the_window_is_polled_for_not_slept_on(pair):
 def test_answers_later_than_the_window_stop_polling_until_a_retry(pair):
     poll = BusyPoll(20e-6)
     for _ in range(3):  # three misses in a row
-        assert _receive_answered_after(pair, poll, 0.02) == 8
+        assert _receive_answered_after(pair, poll, AFTER_THE_WINDOW) == 8
     assert (poll.hits, poll.sleeps, poll.polling) == (0, 3, False)
     for retry_finds_its_answer in (False, True):
         # Stopped: even an answer that is already there is received without polling...
@@ -155,7 +174,7 @@ def test_answers_later_than_the_window_stop_polling_until_a_retry(pair):
         assert (poll.hits, poll.polling) == (0, False)
         # ... until the 64th wait, which polls: a miss keeps polling stopped,
         # a hit resumes it.
-        assert _receive_answered_after(pair, poll, None if retry_finds_its_answer else 0.02) == 8
+        assert _receive_answered_after(pair, poll, None if retry_finds_its_answer else AFTER_THE_WINDOW) == 8
         assert (poll.hits, poll.polling) == (int(retry_finds_its_answer), retry_finds_its_answer)
     assert poll.sleeps == 3 + 63 + 1 + 63
 
@@ -173,7 +192,7 @@ def test_a_signal_handler_that_raises_while_polling_is_run_before_sleeping(pair)
     """A signal that came while polling interrupts no sleeping recv(): its
     handler runs when the window ends, not when (if ever) the answer comes."""
     _, b = pair
-    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 5, 0))  # bounds a failure
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 30, 0))  # bounds a failure
 
     class Interrupted(Exception):
         pass
@@ -188,7 +207,9 @@ def test_a_signal_handler_that_raises_while_polling_is_run_before_sleeping(pair)
         started = time.monotonic()
         with pytest.raises(Interrupted):
             recv_into_decoder(b.fileno(), Decoder(), poll)
-        assert time.monotonic() - started < 2
+        # At the window's end (0.3 s), not when the sleeping recv() timed out (30 s):
+        # a bound no busy machine comes near.
+        assert time.monotonic() - started < 15
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -210,7 +231,7 @@ def test_the_wire_polls_for_an_answer_not_for_the_rest_of_it():
 
     thread = threading.Thread(target=serve)
     thread.start()
-    wire = Wire(f"127.0.0.1:{server.getsockname()[1]}", 5.0, Decoder(), busy_poll=0.5)
+    wire = Wire(f"127.0.0.1:{server.getsockname()[1]}", 5.0, Decoder(), busy_poll=1.0)  # ample
     wire.exchange(b"\0" * 8, 5.0)
     thread.join(10)
     server.close()

@@ -42,26 +42,6 @@ def kill_leader(cluster: LocalCluster, sig: int = signal.SIGKILL) -> LocalNode:
     return node
 
 
-def process_state(pid: int) -> str:
-    """The one-letter state of process ``pid`` (R, S, T for stopped, Z, ...)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
-
-
-def pause_node(node: LocalNode, timeout: float = 5.0) -> None:
-    """SIGSTOP ``node`` and wait until the kernel has stopped it.
-
-    The signal is delivered asynchronously: a request sent right after kill()
-    could still be served, so wait for the "T" state.
-    """
-    node.kill(signal.SIGSTOP)
-    deadline = time.monotonic() + timeout
-    while process_state(node.pid) not in ("T", "t"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{node!r} did not stop")
-        time.sleep(0.001)
-
-
 def committed_ids(addresses, database: str, table: str = "t", timeout: float = RECOVERY_LIMIT) -> set[int]:
     """The ids in ``table`` as the (new) leader has them, read by a fresh connection."""
     deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ import pytest
 import dqlite
 
 from faultkit import (
-    RECOVERY_LIMIT, assert_survivors_healthy, committed_ids, kill_leader, pause_node, record, until_success,
+    RECOVERY_LIMIT, assert_survivors_healthy, committed_ids, kill_leader, record, until_success,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -228,8 +228,8 @@ def test_kill_leader_during_commit(cluster, api_connect):
     conn.commit()
     for i in range(1, 11):
         conn.execute("INSERT INTO t (id, v) VALUES (?, ?)", (i, "committing"))
-    leader = cluster.leader_node()
-    pause_node(leader)
+    leader = cluster.node_at(conn.leader)
+    leader.kill(signal.SIGSTOP)
     killer = threading.Timer(0.5, leader.kill, args=(signal.SIGKILL,))
     killer.start()
     try:

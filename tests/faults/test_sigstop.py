@@ -15,7 +15,7 @@ import pytest
 
 import dqlite
 
-from faultkit import RECOVERY_LIMIT, committed_ids, pause_node, record
+from faultkit import RECOVERY_LIMIT, committed_ids, record
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,8 +35,8 @@ def test_sigstop_leader_for_10_seconds(dqlite_fresh_cluster, api_connect):
     unknown: set[int] = set()
     refused: set[int] = set()
     durations: list[tuple[float, str]] = []
-    leader = cluster.leader_node()
-    pause_node(leader)
+    leader = cluster.node_at(tx.leader)
+    leader.kill(signal.SIGSTOP)
     stopped_at = time.monotonic()
     try:
         # The open transaction: lost, and said so within the timeout.
@@ -118,8 +118,8 @@ def test_failover_while_the_old_leader_is_still_frozen(dqlite_fresh_cluster, api
     cluster = dqlite_fresh_cluster
     auto = api_connect(cluster.addresses, "db", autocommit=True, timeout=TIMEOUT)
     auto.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-    leader = cluster.leader_node()
-    pause_node(leader)
+    leader = cluster.node_at(auto.leader)
+    leader.kill(signal.SIGSTOP)
     stopped_at = time.monotonic()
     outcomes = []
     try:
