@@ -6,6 +6,8 @@
 # make test-sqlalchemy-2.0 -- the SQLAlchemy dialect's tests on SQLAlchemy 2.0 (own venv)
 # make test-1.18 -- the integration tests against Debian trixie's libdqlite 1.18.1
 #                   (unpacked into .deps/dqlite-1.18 by scripts/fetch-dqlite-1.18.sh)
+# make dist -- the sdist and a manylinux wheel in dist/ (python -m build, auditwheel)
+# make test-wheel -- the driver's tests against that wheel, installed in a fresh venv
 # make fuzz -- coverage-guided fuzzing of the compiled codec (atheris, ASan build) for FUZZ_TIME
 #              seconds, both targets in parallel (make fuzz FUZZ_TIME=600); see fuzz/
 
@@ -17,7 +19,7 @@ BENCH_ARGS ?=
 # The benchmark needs the test extra's SQLAlchemy and the bench extra's tools.
 BENCH_EXTRAS = test,bench
 
-.PHONY: test build bench bench-micro clean test-1.18 test-sqlalchemy-2.0 go-bench
+.PHONY: test build bench bench-micro clean test-1.18 test-sqlalchemy-2.0 go-bench dist test-wheel
 
 build:
 	@scripts/bootstrap.sh
@@ -26,6 +28,7 @@ test: build
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 	.venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
 	@$(MAKE) --no-print-directory test-1.18
+	@$(MAKE) --no-print-directory test-wheel
 	@$(MAKE) --no-print-directory test-sqlalchemy-2.0
 
 # The second server version: tests that run no node (codec, fake servers) ran above.
@@ -33,6 +36,24 @@ test-1.18: build
 	@scripts/fetch-dqlite-1.18.sh
 	DQLITE_SERVER=1.18 .venv/bin/python -m pytest -m "not server_independent" $(PYTEST_ARGS)
 	DQLITE_SERVER=1.18 .venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
+
+# The release artefacts: dist/dqlite-VERSION.tar.gz and a manylinux wheel for this Python,
+# rebuilt when what goes into them changed (the stages below share one build).
+DIST_STAMP = dist/.built
+DIST_INPUTS = pyproject.toml setup.py MANIFEST.in LICENSE README.md \
+	$(wildcard dqlite/*.py dqlite/*.pyx dqlite/*.pxd dqlite/*.pyi dqlite/py.typed sqlalchemy_dqlite/*.py)
+dist: $(DIST_STAMP)
+$(DIST_STAMP): $(DIST_INPUTS) | build
+	@scripts/dist.sh
+	@touch $@
+
+# The wheel as users install it: a fresh venv (no Cython, no checkout on sys.path),
+# the driver's, plugin's and dialect's tests against the installed package
+# (not the repository's tooling: typing of the source, fuzzers, benchmark).
+WHEEL_VENV = .venv-wheel
+INSTALLED_TESTS = --ignore=tests/test_typing.py --ignore=tests/test_fuzz.py --ignore=tests/test_bench.py
+test-wheel: $(DIST_STAMP)
+	scripts/test-installed.sh $(WHEEL_VENV) "$$(ls dist/dqlite-*-cp311-*.whl)" -q $(INSTALLED_TESTS) $(PYTEST_ARGS)
 
 # The SQLAlchemy dialect on the newest SQLAlchemy 2.0 (.venv has the newest 2.1).
 SA20_VENV = .venv-sqlalchemy20
@@ -51,7 +72,7 @@ bench-micro:
 	.venv/bin/python -m pytest bench $(PYTEST_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info dqlite/*.so dqlite/_protocol.c .pytest_cache
+	rm -rf build dist *.egg-info dqlite/*.so dqlite/_protocol.c dqlite/_sockio.c .pytest_cache
 
 # Fuzzing (fuzz/): clang, atheris, the instrumented builds in build/fuzz/, the seed corpus.
 FUZZ_TIME ?= 180
