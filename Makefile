@@ -5,7 +5,8 @@
 # make bench-micro -- pytest-benchmark cases for the compiled codec alone (no cluster)
 # make test-sqlalchemy-2.0 -- the SQLAlchemy dialect's tests on SQLAlchemy 2.0 (own venv)
 # make test-1.18 -- the integration tests against Debian trixie's libdqlite 1.18.1
-#                   (unpacked into .deps/dqlite-1.18 by scripts/fetch-dqlite-1.18.sh)
+#                   (unpacked into .deps/dqlite-1.18 by scripts/fetch-dqlite.sh 1.18)
+# make test-1.18.7 -- the same against Debian sid's libdqlite 1.18.7 (.deps/dqlite-1.18.7)
 # make dist -- the sdist and a manylinux wheel in dist/ (python -m build, auditwheel)
 # make test-wheel -- the driver's tests against that wheel, installed in a fresh venv
 # make fuzz -- coverage-guided fuzzing of the compiled codec (atheris, ASan build) for FUZZ_TIME
@@ -19,7 +20,7 @@ BENCH_ARGS ?=
 # The benchmark needs the test extra's SQLAlchemy and the bench extra's tools.
 BENCH_EXTRAS = test,bench
 
-.PHONY: test build bench bench-micro clean test-1.18 test-sqlalchemy-2.0 go-bench dist test-wheel
+.PHONY: test build bench bench-micro clean test-1.18 test-1.18.7 test-sqlalchemy-2.0 go-bench dist test-wheel
 
 build:
 	@scripts/bootstrap.sh
@@ -28,14 +29,21 @@ test: build
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 	.venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
 	@$(MAKE) --no-print-directory test-1.18
+	@$(MAKE) --no-print-directory test-1.18.7
 	@$(MAKE) --no-print-directory test-wheel
 	@$(MAKE) --no-print-directory test-sqlalchemy-2.0
 
 # The second server version: tests that run no node (codec, fake servers) ran above.
 test-1.18: build
-	@scripts/fetch-dqlite-1.18.sh
+	@scripts/fetch-dqlite.sh 1.18
 	DQLITE_SERVER=1.18 .venv/bin/python -m pytest -m "not server_independent" $(PYTEST_ARGS)
 	DQLITE_SERVER=1.18 .venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
+
+# The third: Debian sid's (forky's) libdqlite 1.18.7.
+test-1.18.7: build
+	@scripts/fetch-dqlite.sh 1.18.7
+	DQLITE_SERVER=1.18.7 .venv/bin/python -m pytest -m "not server_independent" $(PYTEST_ARGS)
+	DQLITE_SERVER=1.18.7 .venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
 
 # The release artefacts: dist/dqlite-VERSION.tar.gz and a manylinux wheel for this Python,
 # rebuilt when what goes into them changed (the stages below share one build).

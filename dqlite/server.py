@@ -75,7 +75,7 @@ def private_python_command(root: str | os.PathLike[str], python: str | None = No
     """The ``python_command`` that runs a node host on the libraries unpacked in ``root``.
 
     ``root`` holds Debian packages unpacked with ``dpkg -x`` (``libc6``,
-    ``libdqlite0`` and what it needs, e.g. from ``scripts/fetch-dqlite-1.18.sh``).
+    ``libdqlite0`` and what it needs, e.g. from ``scripts/fetch-dqlite.sh``).
     The command starts ``python`` (default: this interpreter) through that
     folder's own dynamic loader with its library folder first on the search
     path, so libdqlite and the glibc it was built for are loaded from there
@@ -92,7 +92,7 @@ def private_python_command(root: str | os.PathLike[str], python: str | None = No
             return [str(loaders[0]), "--library-path", str(libdir), python or sys.executable]
     raise NodeStartError(
         f"{base} holds no dynamic loader and libdqlite.so.0 under usr/lib/<multiarch>/ "
-        "(unpack them there first, e.g. with scripts/fetch-dqlite-1.18.sh)"
+        "(unpack them there first, e.g. with scripts/fetch-dqlite.sh)"
     )
 
 
