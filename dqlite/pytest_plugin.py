@@ -141,12 +141,12 @@ def _server_info(config: pytest.Config) -> ServerInfo:
     if info is not None:
         return info
     name, root = getattr(config, "_dqlite_server", ("system", None))
-    from dqlite.server import default_python_command
+    from dqlite.server import default_python_command, node_environment
 
     command = default_python_command() + ["-m", "dqlite._node", "--version"]
     fields: dict[str, str] = {}
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, env=node_environment())
         for line in done.stdout.splitlines():
             key, _, value = line.partition("=")
             fields[key] = value

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import subprocess
 import sysconfig
 from pathlib import Path
 
@@ -68,3 +69,16 @@ def test_the_sqlalchemy_and_alembic_entry_points():
         assert _site_packages(importlib.import_module(dialect.__module__).__file__)
     alembic = {ep.name for ep in importlib.metadata.entry_points(group="alembic.plugins")}
     assert "dqlite.impl" in alembic
+
+
+@installed
+def test_node_hosts_import_the_installed_package_too():
+    # Started from the checkout's folder, whose dqlite/ must not shadow the installed one.
+    from dqlite.server import default_python_command, node_environment
+
+    done = subprocess.run(default_python_command() + ["-m", "dqlite._node", "--version"],
+                          capture_output=True, text=True, timeout=60, env=node_environment(),
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    fields = dict(line.partition("=")[::2] for line in done.stdout.splitlines())
+    assert _site_packages(fields["package"]), fields
