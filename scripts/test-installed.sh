@@ -44,6 +44,9 @@ if "$VENV/bin/python" -P -c "import Cython" 2>/dev/null; then
     exit 1
 fi
 export DQLITE_EXPECT_INSTALLED=1
+# The same for every Python the tests start (node hosts, `python -c` children): none
+# may find the checkout's dqlite/ through its working directory.
+export PYTHONSAFEPATH=1
 status=0
 "$VENV/bin/python" -P -m pytest -p no:cacheprovider "$@" || status=$?
 if [ -n "${COMPLIANCE_ARGS:-}" ]; then
