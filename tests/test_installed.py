@@ -74,11 +74,14 @@ def test_the_sqlalchemy_and_alembic_entry_points():
 @installed
 def test_node_hosts_import_the_installed_package_too():
     # Started from the checkout's folder, whose dqlite/ must not shadow the installed one.
+    from dqlite._node import EXIT_NO_LIBRARY
     from dqlite.server import default_python_command, node_environment
 
     done = subprocess.run(default_python_command() + ["-m", "dqlite._node", "--version"],
                           capture_output=True, text=True, timeout=60, env=node_environment(),
                           cwd=Path(__file__).resolve().parent.parent)
+    if done.returncode == EXIT_NO_LIBRARY:  # a wheel's own test run (cibuildwheel) has no libdqlite
+        pytest.skip("no libdqlite on this machine")
     assert done.returncode == 0, done.stderr
     fields = dict(line.partition("=")[::2] for line in done.stdout.splitlines())
     assert _site_packages(fields["package"]), fields
