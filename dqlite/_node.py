@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_NO_LIBRARY
         for key, value in library_versions(lib).items():
             print(f"{key}={value}")
+        # Which copy of this package the node host imported (an installed one, a checkout).
+        print(f"package={os.path.dirname(os.path.abspath(__file__))}")
         return 0
     parser = argparse.ArgumentParser(
         prog="python -m dqlite._node", description="Host one dqlite node (libdqlite)."

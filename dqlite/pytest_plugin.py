@@ -13,8 +13,10 @@ Which libdqlite the nodes load is chosen per pytest run with
 
 * ``system`` (default): the system's ``libdqlite.so.0`` (Debian bookworm: 1.11.1);
 * ``1.18``: Debian trixie's 1.18.1 unpacked in ``.deps/dqlite-1.18`` under the
-  rootdir (``scripts/fetch-dqlite-1.18.sh`` puts it there; ``make test-1.18``
+  rootdir (``scripts/fetch-dqlite.sh 1.18`` puts it there; ``make test-1.18``
   runs it), started through that folder's own dynamic loader;
+* ``1.18.7``: Debian sid's 1.18.7 in ``.deps/dqlite-1.18.7`` (``scripts/fetch-dqlite.sh
+  1.18.7``; ``make test-1.18.7``), the same way;
 * a path: a folder holding such an unpacked glibc + libdqlite.
 
 The choice is exported as ``DQLITE_SERVER_ROOT`` (see :mod:`dqlite.server`), so
@@ -48,7 +50,8 @@ _db_counter = itertools.count(1)
 
 #: Named private servers: folder under the rootdir, and how to get it.
 _PRIVATE_SERVERS = {
-    "1.18": (".deps/dqlite-1.18", "scripts/fetch-dqlite-1.18.sh"),
+    "1.18": (".deps/dqlite-1.18", "scripts/fetch-dqlite.sh 1.18"),
+    "1.18.7": (".deps/dqlite-1.18.7", "scripts/fetch-dqlite.sh 1.18.7"),
 }
 _SYSTEM_NAMES = {"", "system", "1.11"}
 
@@ -56,7 +59,7 @@ _SYSTEM_NAMES = {"", "system", "1.11"}
 class ServerInfo(NamedTuple):
     """The server the run's nodes host."""
 
-    name: str                   # "system", "1.18" or a folder
+    name: str                   # "system", "1.18", "1.18.7" or a folder
     root: str | None            # the private folder, None for the system library
     version_number: int | None  # dqlite_version_number() (1.11.1 reports 11000)
     library: str                # the libdqlite file the node host loads
@@ -83,8 +86,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--dqlite-server",
         default=None,
         metavar="WHICH",
-        help="libdqlite for the test clusters' nodes: 'system' (default), '1.18' "
-        "(.deps/dqlite-1.18, see scripts/fetch-dqlite-1.18.sh) or a folder with an unpacked "
+        help="libdqlite for the test clusters' nodes: 'system' (default), '1.18' or '1.18.7' "
+        "(.deps/dqlite-VERSION, see scripts/fetch-dqlite.sh) or a folder with an unpacked "
         "glibc + libdqlite. Default: $DQLITE_SERVER.",
     )
 
@@ -138,12 +141,12 @@ def _server_info(config: pytest.Config) -> ServerInfo:
     if info is not None:
         return info
     name, root = getattr(config, "_dqlite_server", ("system", None))
-    from dqlite.server import default_python_command
+    from dqlite.server import default_python_command, node_environment
 
     command = default_python_command() + ["-m", "dqlite._node", "--version"]
     fields: dict[str, str] = {}
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, env=node_environment())
         for line in done.stdout.splitlines():
             key, _, value = line.partition("=")
             fields[key] = value

@@ -43,6 +43,7 @@ __all__ = [
     "NodeStartError",
     "default_python_command",
     "free_ports",
+    "node_environment",
     "main",
     "private_python_command",
 ]
@@ -75,7 +76,7 @@ def private_python_command(root: str | os.PathLike[str], python: str | None = No
     """The ``python_command`` that runs a node host on the libraries unpacked in ``root``.
 
     ``root`` holds Debian packages unpacked with ``dpkg -x`` (``libc6``,
-    ``libdqlite0`` and what it needs, e.g. from ``scripts/fetch-dqlite-1.18.sh``).
+    ``libdqlite0`` and what it needs, e.g. from ``scripts/fetch-dqlite.sh``).
     The command starts ``python`` (default: this interpreter) through that
     folder's own dynamic loader with its library folder first on the search
     path, so libdqlite and the glibc it was built for are loaded from there
@@ -92,7 +93,7 @@ def private_python_command(root: str | os.PathLike[str], python: str | None = No
             return [str(loaders[0]), "--library-path", str(libdir), python or sys.executable]
     raise NodeStartError(
         f"{base} holds no dynamic loader and libdqlite.so.0 under usr/lib/<multiarch>/ "
-        "(unpack them there first, e.g. with scripts/fetch-dqlite-1.18.sh)"
+        "(unpack them there first, e.g. with scripts/fetch-dqlite.sh)"
     )
 
 
@@ -107,6 +108,22 @@ def default_python_command() -> list[str]:
     if root:
         return private_python_command(root)
     return [sys.executable]
+
+
+def node_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a node host starts with: ``base`` (default ``os.environ``) made to
+    import this very copy of the package.
+
+    Its folder goes first on ``PYTHONPATH`` (it may be importable here only through a
+    ``sys.path`` tweak: a pytest rootdir, a checkout), and ``PYTHONSAFEPATH`` keeps
+    ``python -m`` from putting the working directory first, where a checkout's
+    ``dqlite/`` would shadow an installed package.
+    """
+    env = dict(os.environ if base is None else base)
+    pkg_parent = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
+    env["PYTHONSAFEPATH"] = "1"
+    return env
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -214,11 +231,7 @@ class LocalNode:
             raise RuntimeError(f"{self!r} is already running")
         self._reap()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ if self.env is None else self.env)
-        # The node host must import this very package, even when it is importable
-        # here only through a sys.path tweak (pytest rootdir, a checkout).
-        pkg_parent = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
+        env = node_environment(self.env)
         with open(self.log_path, "ab") as logf:
             self.process = subprocess.Popen(
                 self.command(),
