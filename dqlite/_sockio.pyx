@@ -109,9 +109,8 @@ cdef class BusyPoll:
     An answer from a node on the same machine or a fast network comes in
     tens of microseconds.  A receive that sleeps for it pays for going to
     sleep and being woken: on a virtual machine an idle CPU halts and
-    waking it costs more than the wait itself (measured on this project's
-    2-CPU VM: a point query's round trip took 70 us sleeping, 24 us
-    polling, for the same client CPU per query).  So a receive first asks
+    waking it costs more than the wait itself (docs/performance.md has
+    the figures).  So a receive first asks
     the socket without waiting, with the GIL released, for up to
     ``window`` seconds, and only then sleeps in the kernel.
 

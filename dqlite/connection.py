@@ -111,9 +111,8 @@ def connect(
     answer first polls the socket (with the GIL released) before sleeping;
     0 never polls.  An
     answer from a nearby node comes sooner than a sleeping thread, or an
-    idle virtual CPU, can be woken for it: polling cut a point query's
-    round trip from about 70 to 25 us on a 2-CPU VM, at the same client
-    CPU.  The window adapts per connection: where answers come later than
+    idle virtual CPU, can be woken for it (docs/performance.md has the
+    figures).  The window adapts per connection: where answers come later than
     it (a distant node, slow queries), polling stops by itself and is only
     tried again now and then.
 
