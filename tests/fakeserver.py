@@ -2,7 +2,7 @@
 
 It speaks just enough of the wire protocol (shared/docs/protocol.md §1-2) for
 ``dqlite.connect`` to accept it as the leader, and then answers the request
-under test with raw bytes chosen by the test::
+under test with raw bytes chosen by the test (built with tests/wirebytes.py)::
 
     with FakeServer([rows_message(["x"], [[(INTEGER, 1)]], marker=b"junk")]) as fake:
         conn = dqlite.connect(fake.address, "db", timeout=2, autocommit=True)
@@ -42,127 +42,24 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Union
+from typing import NamedTuple, Union
 
-__all__ = [
-    "FakeServer", "Request", "Repeat", "Pause", "CLOSE", "SILENCE",
-    "message", "header", "u64", "i64", "f64", "text", "blob", "row_header",
-    "rows_body", "rows_message", "failure_message", "result_message", "empty_message",
-    "DONE", "PART", "GOOD_ROWS",
-    "LEADER", "CLIENT", "OPEN", "PREPARE", "EXEC", "QUERY", "FINALIZE", "EXEC_SQL", "QUERY_SQL", "INTERRUPT",
-    "INTEGER", "FLOAT", "TEXT", "BLOB", "NULL", "UNIXTIME", "ISO8601", "BOOLEAN",
-]
+try:  # the wire bytes, written from protocol.md (tests/wirebytes.py)
+    from wirebytes import (
+        CLIENT, EXEC, EXEC_SQL, FINALIZE, INTEGER, INTERRUPT, LEADER, OPEN, PREPARE, QUERY, QUERY_SQL,
+        db_message, empty_message, failure_message, result_message, rows_message, server_message,
+        stmt_message, welcome_message,
+    )
+except ImportError:  # tests/ imported as a package
+    from tests.wirebytes import (  # type: ignore[no-redef]
+        CLIENT, EXEC, EXEC_SQL, FINALIZE, INTEGER, INTERRUPT, LEADER, OPEN, PREPARE, QUERY, QUERY_SQL,
+        db_message, empty_message, failure_message, result_message, rows_message, server_message,
+        stmt_message, welcome_message,
+    )
 
-# Request types (§2.1)
-LEADER, CLIENT, OPEN, PREPARE, EXEC, QUERY, FINALIZE, EXEC_SQL, QUERY_SQL, INTERRUPT = 0, 1, 3, 4, 5, 6, 7, 8, 9, 10
-# Response types (§2.2)
-R_FAILURE, R_SERVER, R_WELCOME, R_DB, R_STMT, R_RESULT, R_ROWS, R_EMPTY = 0, 1, 2, 4, 5, 6, 7, 8
-# Value type codes (§1.4)
-INTEGER, FLOAT, TEXT, BLOB, NULL, UNIXTIME, ISO8601, BOOLEAN = 1, 2, 3, 4, 5, 9, 10, 11
-# ROWS end markers (§1.6)
-DONE = b"\xff" * 8
-PART = b"\xee" * 8
+__all__ = ["FakeServer", "Request", "Repeat", "Pause", "CLOSE", "SILENCE", "GOOD_ROWS", "MAX_REQUEST"]
 
 MAX_REQUEST = 1 << 20
-
-
-# ---------------------------------------------------------------------------
-# Building wire bytes (written from protocol.md, independent of the driver)
-
-def pad8(data: bytes) -> bytes:
-    return data + b"\0" * (-len(data) % 8)
-
-
-def u64(v: int) -> bytes:
-    return struct.pack("<Q", v)
-
-
-def i64(v: int) -> bytes:
-    return struct.pack("<q", v)
-
-
-def f64(v: float) -> bytes:
-    return struct.pack("<d", v)
-
-
-def text(s: str | bytes) -> bytes:
-    """A text field: the bytes, a NUL, zero padding to 8 (§1.3)."""
-    raw = s.encode() if isinstance(s, str) else s
-    return pad8(raw + b"\0")
-
-
-def blob(b: bytes) -> bytes:
-    """A blob field: u64 length, the bytes, zero padding to 8 (§1.3)."""
-    return u64(len(b)) + pad8(b)
-
-
-def header(words: int, mtype: int, schema: int = 0) -> bytes:
-    """An 8-byte message header (§1.2); ``words`` is written as given, right or not."""
-    return struct.pack("<IBBH", words, mtype, schema, 0)
-
-
-def message(mtype: int, body: bytes, *, words: int | None = None, schema: int = 0) -> bytes:
-    """Header plus body; ``words`` overrides the (correct) body length in words."""
-    if words is None:
-        if len(body) % 8:
-            raise ValueError("a message body must be a whole number of words (pass words= to lie)")
-        words = len(body) // 8
-    return header(words, mtype, schema) + body
-
-
-def row_header(codes: Sequence[int]) -> bytes:
-    """N 4-bit codes, column 0 in the low nibble of byte 0, padded to 8 (§1.6)."""
-    out = bytearray((len(codes) + 1) // 2)
-    for i, code in enumerate(codes):
-        out[i // 2] |= (code & 0x0F) << (4 * (i % 2))
-    return pad8(bytes(out))
-
-
-def value(code: int, v: Any) -> bytes:
-    """One value in its wire encoding for ``code``."""
-    if code == INTEGER or code == UNIXTIME:
-        return i64(v)
-    if code == FLOAT:
-        return f64(v)
-    if code == TEXT or code == ISO8601:
-        return text(v)
-    if code == BLOB:
-        return blob(v)
-    if code == NULL:
-        return u64(0)
-    if code == BOOLEAN:
-        return u64(1 if v else 0)
-    raise ValueError(f"no encoding for type code {code}")
-
-
-def rows_body(names: Sequence[str | bytes], rows: Iterable[Sequence[tuple[int, Any]]],
-              marker: bytes = DONE, *, ncols: int | None = None) -> bytes:
-    """A ROWS body: column count, names, each row as (code, value) pairs, marker."""
-    out = [u64(len(names) if ncols is None else ncols)]
-    out += [text(n) for n in names]
-    for row in rows:
-        out.append(row_header([code for code, _ in row]))
-        out += [value(code, v) for code, v in row]
-    out.append(marker)
-    return b"".join(out)
-
-
-def rows_message(names: Sequence[str | bytes], rows: Iterable[Sequence[tuple[int, Any]]],
-                 marker: bytes = DONE, **kwargs: Any) -> bytes:
-    return message(R_ROWS, rows_body(names, rows, marker, **kwargs))
-
-
-def failure_message(code: int, msg: str | bytes) -> bytes:
-    return message(R_FAILURE, u64(code) + text(msg))
-
-
-def result_message(last_id: int = 0, changes: int = 0) -> bytes:
-    return message(R_RESULT, i64(last_id) + u64(changes))
-
-
-def empty_message() -> bytes:
-    return message(R_EMPTY, u64(0))
-
 
 #: The default answer to every query after the scripted one: one row, ``(1,)``.
 GOOD_ROWS = rows_message(["x"], [[(INTEGER, 1)]])
@@ -374,11 +271,11 @@ class FakeServer:
 
     def _answer(self, mtype: int) -> bytes:
         if mtype == LEADER:
-            return message(R_SERVER, u64(1) + text(self.address))
+            return server_message(1, self.address)
         if mtype == OPEN:
-            return message(R_DB, struct.pack("<II", 0, 0))
+            return db_message()
         if mtype == PREPARE:
-            return message(R_STMT, struct.pack("<II", 0, 0) + u64(self.stmt_params))
+            return stmt_message(0, self.stmt_params)
         if mtype in (EXEC, EXEC_SQL):
             return result_message(0, 0)
         if mtype in (QUERY, QUERY_SQL):
@@ -386,7 +283,7 @@ class FakeServer:
         if mtype in (FINALIZE, INTERRUPT):
             return empty_message()
         if mtype == CLIENT:
-            return message(R_WELCOME, u64(15000))
+            return welcome_message(15000)
         return failure_message(1, f"fake server: request type {mtype} is not supported")
 
     def _recv_exact(self, sock: socket.socket, n: int) -> bytes:

@@ -21,21 +21,22 @@ import pytest
 import dqlite
 
 try:
-    from fakeserver import (
-        BLOB, CLOSE, DONE, EXEC_SQL, INTEGER, ISO8601, LEADER, OPEN, PART, PREPARE, QUERY, QUERY_SQL,
-        SILENCE, TEXT, FakeServer, Repeat, empty_message, failure_message, header, i64, message,
-        result_message, row_header, rows_message, text, u64,
+    from fakeserver import CLOSE, SILENCE, FakeServer, Repeat
+    from wirebytes import (
+        BLOB, DB, DONE, EXEC_SQL, FAILURE, INTEGER, ISO8601, LEADER, OPEN, PART, PREPARE, QUERY, QUERY_SQL,
+        RESULT, ROWS, SERVER, STMT, TEXT, column_names, empty_message, failure_message, header, i64,
+        message, result_message, row_header, rows_message, text, u64,
     )
 except ImportError:  # tests/ imported as a package
-    from tests.fakeserver import (  # type: ignore[no-redef]
-        BLOB, CLOSE, DONE, EXEC_SQL, INTEGER, ISO8601, LEADER, OPEN, PART, PREPARE, QUERY, QUERY_SQL,
-        SILENCE, TEXT, FakeServer, Repeat, empty_message, failure_message, header, i64, message,
-        result_message, row_header, rows_message, text, u64,
+    from tests.fakeserver import CLOSE, SILENCE, FakeServer, Repeat  # type: ignore[no-redef]
+    from tests.wirebytes import (  # type: ignore[no-redef]
+        BLOB, DB, DONE, EXEC_SQL, FAILURE, INTEGER, ISO8601, LEADER, OPEN, PART, PREPARE, QUERY, QUERY_SQL,
+        RESULT, ROWS, SERVER, STMT, TEXT, column_names, empty_message, failure_message, header, i64,
+        message, result_message, row_header, rows_message, text, u64,
     )
 
 pytestmark = [pytest.mark.timeout(20), pytest.mark.server_independent]
 
-R_FAILURE, R_SERVER, R_DB, R_STMT, R_RESULT, R_ROWS, R_EMPTY = 0, 1, 4, 5, 6, 7, 8
 SQL = "SELECT x FROM t"
 
 
@@ -63,12 +64,8 @@ def assert_recovers(fake: FakeServer, conn: dqlite.Connection) -> None:
     assert fake.connections == 2
 
 
-def names_body(names) -> bytes:
-    return u64(len(names)) + b"".join(text(n) for n in names)
-
-
 def rows_raw(body: bytes) -> bytes:
-    return message(R_ROWS, body)
+    return message(ROWS, body)
 
 
 def good_part(names) -> bytes:
@@ -101,34 +98,34 @@ ROWS_CASES = [
     Case("body shorter than the column count", X, rows_raw(b""), r"too short"),
     Case("column name not terminated", X, rows_raw(u64(1) + b"xxxxxxxx" + b"yyyyyyyy"),
          r"column name is not NUL-terminated"),
-    Case("column name not valid UTF-8", (b"\xff",), rows_raw(names_body([b"\xff"]) + DONE), r"not valid UTF-8",
+    Case("column name not valid UTF-8", (b"\xff",), rows_raw(column_names([b"\xff"]) + DONE), r"not valid UTF-8",
          later=False),
     Case("column names change between batches", X, rows_message(["y"], [[(INTEGER, 1)]]),
          r"column names changed", first=False),
-    Case("row header truncated", C20, rows_raw(names_body(C20) + row_header([INTEGER] * 20)[:8]),
+    Case("row header truncated", C20, rows_raw(column_names(C20) + row_header([INTEGER] * 20)[:8]),
          r"row header truncated"),
     Case("row values missing at the end of the message", XY,
-         rows_raw(names_body(XY) + row_header([INTEGER, INTEGER]) + i64(5)), r"value truncated"),
+         rows_raw(column_names(XY) + row_header([INTEGER, INTEGER]) + i64(5)), r"value truncated"),
     Case("row values missing before the end marker", XY,
-         rows_raw(names_body(XY) + row_header([INTEGER, INTEGER]) + i64(5) + DONE),
+         rows_raw(column_names(XY) + row_header([INTEGER, INTEGER]) + i64(5) + DONE),
          r"without a DONE or PART marker"),
     *[
-        Case(f"unknown type code {code}", X, rows_raw(names_body(X) + row_header([code]) + u64(0) + DONE),
+        Case(f"unknown type code {code}", X, rows_raw(column_names(X) + row_header([code]) + u64(0) + DONE),
              rf"unknown type code {code} in column 0")
         for code in (0, 6, 7, 8, 12, 15)
     ],
     *[
         Case(f"blob length {length} past the end", X,
-             rows_raw(names_body(X) + row_header([BLOB]) + u64(length) + b"abcdefgh" + DONE),
+             rows_raw(column_names(X) + row_header([BLOB]) + u64(length) + b"abcdefgh" + DONE),
              rf"blob of {length} bytes runs past the end")
         for length in (17, 1000, 2**63, 2**64 - 1)
     ],
-    Case("text with no NUL terminator", X, rows_raw(names_body(X) + row_header([TEXT]) + b"abcdefgh" + DONE),
+    Case("text with no NUL terminator", X, rows_raw(column_names(X) + row_header([TEXT]) + b"abcdefgh" + DONE),
          r"text value is not NUL-terminated"),
     Case("ISO8601 text with no NUL terminator", X,
-         rows_raw(names_body(X) + row_header([ISO8601]) + b"2024-01-" + DONE), r"text value is not NUL-terminated"),
+         rows_raw(column_names(X) + row_header([ISO8601]) + b"2024-01-" + DONE), r"text value is not NUL-terminated"),
     *[
-        Case(f"text {label}", X, rows_raw(names_body(X) + row_header([code]) + text(raw) + DONE),
+        Case(f"text {label}", X, rows_raw(column_names(X) + row_header([code]) + text(raw) + DONE),
              r"not valid UTF-8")
         for label, code, raw in [
             ("not valid UTF-8", TEXT, b"caf\xe9"),
@@ -138,12 +135,12 @@ ROWS_CASES = [
             ("ISO8601 not valid UTF-8", ISO8601, b"2024-01-02 \xff"),
         ]
     ],
-    Case("names only, no end marker", X, rows_raw(names_body(X)), r"without a DONE or PART marker"),
-    Case("complete row, no end marker", X, rows_raw(names_body(X) + row_header([INTEGER]) + i64(1)),
+    Case("names only, no end marker", X, rows_raw(column_names(X)), r"without a DONE or PART marker"),
+    Case("complete row, no end marker", X, rows_raw(column_names(X) + row_header([INTEGER]) + i64(1)),
          r"without a DONE or PART marker"),
-    Case("bytes after the DONE marker", X, rows_raw(names_body(X) + row_header([INTEGER]) + i64(1) + DONE + u64(0)),
+    Case("bytes after the DONE marker", X, rows_raw(column_names(X) + row_header([INTEGER]) + i64(1) + DONE + u64(0)),
          r"bytes after the end marker"),
-    Case("bytes after the PART marker", X, rows_raw(names_body(X) + PART + DONE), r"bytes after the end marker"),
+    Case("bytes after the PART marker", X, rows_raw(column_names(X) + PART + DONE), r"bytes after the end marker"),
 ]
 
 
@@ -177,9 +174,9 @@ def test_malformed_rows_batch(case: Case, position: str):
 WRONG_TYPES = [
     ("EMPTY", empty_message()),
     ("RESULT", result_message(1, 1)),
-    ("STMT", message(R_STMT, u64(0) + u64(0))),
-    ("DB", message(R_DB, u64(0))),
-    ("SERVER", message(R_SERVER, u64(1) + text("127.0.0.1:1"))),
+    ("STMT", message(STMT, u64(0) + u64(0))),
+    ("DB", message(DB, u64(0))),
+    ("SERVER", message(SERVER, u64(1) + text("127.0.0.1:1"))),
     ("unknown type 42", message(42, u64(0))),
     ("unknown type 255", message(255, b"")),
 ]
@@ -201,7 +198,7 @@ def test_wrong_response_type_to_a_query(name, frame, position):
     "frame, match",
     [
         (result_message(0, 0), r"expected a ROWS response, got RESULT"),
-        (rows_raw(names_body(X) + row_header([INTEGER]) + i64(1)), r"does not end with a DONE or PART marker"),
+        (rows_raw(column_names(X) + row_header([INTEGER]) + i64(1)), r"does not end with a DONE or PART marker"),
     ],
     ids=["RESULT to QUERY_SQL", "ROWS without a marker"],
 )
@@ -214,17 +211,17 @@ def test_malformed_answer_to_a_script_query(frame, match):
         assert_recovers(fake, conn)
 
 
-STMT_OK = message(R_STMT, u64(0) + u64(0))
+STMT_OK = message(STMT, u64(0) + u64(0))
 
 
 @pytest.mark.parametrize(
     "on, then, frame, sql, match",
     [
-        (PREPARE, STMT_OK, message(R_STMT, u64(0)), SQL, r"message body truncated"),
-        (PREPARE, STMT_OK, message(R_STMT, u64(0) + u64(0) + u64(0) + u64(0)), SQL,
+        (PREPARE, STMT_OK, message(STMT, u64(0)), SQL, r"message body truncated"),
+        (PREPARE, STMT_OK, message(STMT, u64(0) + u64(0) + u64(0) + u64(0)), SQL,
          r"STMT response has \d+ unexpected trailing bytes"),
         (PREPARE, STMT_OK, result_message(), SQL, r"expected a STMT response, got RESULT"),
-        (EXEC_SQL, result_message(), message(R_RESULT, u64(0)), "CREATE TABLE t (x)", r"message body truncated"),
+        (EXEC_SQL, result_message(), message(RESULT, u64(0)), "CREATE TABLE t (x)", r"message body truncated"),
         (EXEC_SQL, result_message(), rows_message(["x"], []), "CREATE TABLE t (x)",
          r"expected a RESULT response, got ROWS"),
     ],
@@ -254,7 +251,7 @@ def test_rows_answering_the_end_of_a_transaction_fail_the_query_sent_behind_it()
 
 def test_malformed_leader_reply_fails_connect_with_the_reason():
     """A malformed SERVER reply during connect: retried until the timeout, then reported."""
-    bad_server = message(R_SERVER, u64(1) + b"127.0.0.")  # address not NUL-terminated
+    bad_server = message(SERVER, u64(1) + b"127.0.0.")  # address not NUL-terminated
     with FakeServer([bad_server], on=(LEADER,), then=[bad_server]) as fake:
         started = time.monotonic()
         with pytest.raises(dqlite.OperationalError, match=r"text field is not NUL-terminated"):
@@ -267,7 +264,7 @@ def test_malformed_leader_reply_fails_connect_with_the_reason():
 # Message sizes
 
 def test_message_above_max_message_size():
-    frame = header(513, R_ROWS) + b"\0" * 64  # announces 4104 bytes
+    frame = header(513, ROWS) + b"\0" * 64  # announces 4104 bytes
     with serve([frame], max_message_size=4096) as (fake, conn):
         with pytest.raises(dqlite.ProtocolError, match=r"4104-byte message, above the 4096-byte limit"):
             conn.execute(SQL)
@@ -284,7 +281,7 @@ def test_message_exactly_at_max_message_size_is_accepted():
 
 
 def test_u32_max_words_is_refused_before_reading_the_body():
-    frame = header(0xFFFFFFFF, R_ROWS) + b"\0" * 16
+    frame = header(0xFFFFFFFF, ROWS) + b"\0" * 16
     with serve([frame, SILENCE], timeout=30) as (fake, conn):
         started = time.monotonic()
         with pytest.raises(dqlite.ProtocolError, match=r"34359738360-byte message, above the \d+-byte limit"):
@@ -298,7 +295,7 @@ def test_huge_announced_length_then_close_allocates_nothing_by_it():
 
     The driver must wait for the bytes rather than allocate 32 GiB up front.
     """
-    frame = header(0xFFFFFFFF, R_ROWS) + b"\0" * 24
+    frame = header(0xFFFFFFFF, ROWS) + b"\0" * 24
     with serve([frame, CLOSE], max_message_size=1 << 40) as (fake, conn):
         tracemalloc.start()
         try:
@@ -347,10 +344,10 @@ def test_server_stalls_mid_message_times_out():
 # FAILURE responses
 
 BAD_FAILURES = [
-    ("message not valid UTF-8", message(R_FAILURE, u64(1) + text(b"no such table: \xff\xfe")), r"not valid UTF-8"),
-    ("message not NUL-terminated", message(R_FAILURE, u64(1) + b"abcdefgh"), r"not NUL-terminated"),
-    ("code only", message(R_FAILURE, u64(1)), r"not NUL-terminated"),
-    ("empty body", message(R_FAILURE, b""), r"message body truncated"),
+    ("message not valid UTF-8", message(FAILURE, u64(1) + text(b"no such table: \xff\xfe")), r"not valid UTF-8"),
+    ("message not NUL-terminated", message(FAILURE, u64(1) + b"abcdefgh"), r"not NUL-terminated"),
+    ("code only", message(FAILURE, u64(1)), r"not NUL-terminated"),
+    ("empty body", message(FAILURE, b""), r"message body truncated"),
 ]
 
 
@@ -380,10 +377,10 @@ def test_wellformed_failure_is_a_server_error_and_keeps_the_connection():
 # ---------------------------------------------------------------------------
 # Endless zero-row PART batches (protocol.md §4.3, §8.7)
 
-ZERO_PART = rows_raw(names_body(X) + PART)
+ZERO_PART = rows_raw(column_names(X) + PART)
 # The server bug's real shape: 600 short names, a 4824-byte message with no row.
 C600 = tuple(f"c{i}" for i in range(600))
-ZERO_PART_600 = rows_raw(names_body(C600) + PART)
+ZERO_PART_600 = rows_raw(column_names(C600) + PART)
 
 
 @pytest.mark.parametrize(
@@ -451,7 +448,7 @@ def test_endless_zero_row_part_stream_is_detected_when_draining(how):
 
 def test_protocol_error_inside_a_transaction_loses_the_transaction():
     """With a transaction open, the dropped connection took the transaction with it."""
-    bad = rows_raw(names_body(X) + row_header([7]) + u64(0) + DONE)
+    bad = rows_raw(column_names(X) + row_header([7]) + u64(0) + DONE)
     with FakeServer([bad]) as fake:
         conn = dqlite.connect(fake.address, "db", timeout=2, node_store=False)  # PEP 249 mode: implicit BEGIN
         try:
