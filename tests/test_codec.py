@@ -18,44 +18,16 @@ from dqlite._protocol import Decoder, Encoder, encode_handshake
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.server_independent]
 
-DONE = b"\xff" * 8
-PART = b"\xee" * 8
-R_FAILURE, R_SERVER, R_SERVERS, R_DB, R_STMT, R_RESULT, R_ROWS, R_EMPTY, R_FILES = 0, 1, 3, 4, 5, 6, 7, 8, 9
-
-
-try:  # the wire-building helpers written from protocol.md, shared with the fake server
-    from fakeserver import f64, i64, u64
-    from fakeserver import text as txt
+try:  # the wire bytes, written from protocol.md (tests/wirebytes.py)
+    from wirebytes import (
+        DONE, PART, ROWS, blob, f64, failure_message, files_message, i64, message, rows_message, server_message,
+        servers_message, stmt_message, text, u64,
+    )
 except ImportError:  # tests/ imported as a package
-    from tests.fakeserver import f64, i64, u64  # type: ignore[no-redef]
-    from tests.fakeserver import text as txt  # type: ignore[no-redef]
-
-
-def blb(b: bytes) -> bytes:
-    """blob (§1.3): u64 length, bytes, zero padding to 8."""
-    return u64(len(b)) + b + b"\0" * (-len(b) % 8)
-
-
-def msg(mtype: int, body: bytes, schema: int = 0) -> bytes:
-    """§9: header = pack('<IBBH', len(body)//8, type, schema, 0)."""
-    assert len(body) % 8 == 0
-    return struct.pack("<IBBH", len(body) // 8, mtype, schema, 0) + body
-
-
-def nibbles(codes) -> bytes:
-    """Row header (§1.6): 4-bit codes, column 0 in the low nibble, padded to 8."""
-    out = bytearray((len(codes) + 1) // 2)
-    for i, c in enumerate(codes):
-        out[i // 2] |= c << (4 * (i % 2))
-    return bytes(out) + b"\0" * (-len(out) % 8)
-
-
-def rows_msg(names, rows, marker=DONE) -> bytes:
-    """rows: lists of already-encoded (code, bytes) pairs."""
-    body = u64(len(names)) + b"".join(txt(n) for n in names)
-    for row in rows:
-        body += nibbles([c for c, _ in row]) + b"".join(v for _, v in row)
-    return msg(R_ROWS, body + marker)
+    from tests.wirebytes import (  # type: ignore[no-redef]
+        DONE, PART, ROWS, blob, f64, failure_message, files_message, i64, message, rows_message, server_message,
+        servers_message, stmt_message, text, u64,
+    )
 
 
 def decode_all(data: bytes, **kwargs) -> list:
@@ -64,7 +36,7 @@ def decode_all(data: bytes, **kwargs) -> list:
     d.feed(data)
     out: list = []
     while True:
-        assert d.next_message() == R_ROWS
+        assert d.next_message() == ROWS
         if d.read_rows(out):
             break
     assert d.buffered == 0
@@ -127,7 +99,7 @@ def test_exec_sql_with_a_mixed_parameter_tuple():
 def test_exec_sql_without_parameters_has_no_tuple():
     enc = Encoder()
     enc.exec_sql("BEGIN")
-    assert enc.take() == msg(8, u64(0) + b"BEGIN\0\0\0")
+    assert enc.take() == message(8, u64(0) + b"BEGIN\0\0\0")
 
 
 @pytest.mark.parametrize("n", range(1, 18))
@@ -140,7 +112,7 @@ def test_parameter_header_words(n):
     head = bytes([n]) + bytes([1] * n)
     head += b"\0" * (head_words * 8 - len(head))
     body = u64(0) + b"X\0\0\0\0\0\0\0" + head + b"".join(i64(i) for i in range(n))
-    assert data == msg(8, body)
+    assert data == message(8, body)
 
 
 def test_query_and_exec_use_a_u32_pair_for_the_ids():
@@ -149,8 +121,8 @@ def test_query_and_exec_use_a_u32_pair_for_the_ids():
     enc.exec(0x01020304, ())
     assert enc.count == 2
     assert enc.take() == (
-        msg(6, struct.pack("<II", 0, 5) + bytes([1, 3]) + b"\0" * 6 + b"a\0\0\0\0\0\0\0")
-        + msg(5, struct.pack("<II", 0, 0x01020304))
+        message(6, struct.pack("<II", 0, 5) + bytes([1, 3]) + b"\0" * 6 + b"a\0\0\0\0\0\0\0")
+        + message(5, struct.pack("<II", 0, 0x01020304))
     )
     assert len(Encoder()) == 0
 
@@ -164,7 +136,7 @@ def test_params32_layout(n, head_words):
     head += b"\0" * (head_words * 8 - len(head))
     assert len(head) == head_words * 8
     body = u64(0) + b"S\0\0\0\0\0\0\0" + head + b"\0" * (8 * n)
-    assert enc.take() == msg(9, body, schema=1)
+    assert enc.take() == message(9, body, schema=1)
 
 
 def test_255_parameters_fit_schema_0():
@@ -185,8 +157,8 @@ def test_256_parameters_without_params32_are_refused():
 # ---------------------------------------------------------------------------
 # Parameter errors, and the buffer after them
 
-LEADER_BYTES = msg(0, u64(0))
-QUERY_7 = msg(6, struct.pack("<II", 0, 1) + bytes([1, 1]) + b"\0" * 6 + i64(7))
+LEADER_BYTES = message(0, u64(0))
+QUERY_7 = message(6, struct.pack("<II", 0, 1) + bytes([1, 1]) + b"\0" * 6 + i64(7))
 
 
 def _assert_clean_after(enc: Encoder) -> None:
@@ -258,22 +230,22 @@ def section6_message() -> bytes:
     """The 3-row result of protocol.md §6, byte for byte, one ROWS message ending in DONE."""
     row1 = (
         bytes.fromhex("11 32 54 aa ba 00 00 00")           # codes 1,1,2,3,4,5,10,10,10,11 (§1.6)
-        + i64(1) + i64(42) + f64(3.5) + txt("hello") + blb(b"\x00\xff\x10") + u64(0)
-        + txt("2024-01-02 03:04:05") + txt("2024-01-02") + txt("2024-01-02T03:04:05.123+02:00")
+        + i64(1) + i64(42) + f64(3.5) + text("hello") + blob(b"\x00\xff\x10") + u64(0)
+        + text("2024-01-02 03:04:05") + text("2024-01-02") + text("2024-01-02T03:04:05.123+02:00")
         + u64(1)
     )
     row2 = (
         bytes.fromhex("11 32 54 a9 ba 00 00 00")           # 1,1,2,3,4,5,9,10,10,11
-        + i64(2) + i64(-7) + f64(-0.25) + txt("héllo ünïcode") + blb(b"") + u64(0)
-        + i64(1700000000) + txt("") + txt("") + u64(0)
+        + i64(2) + i64(-7) + f64(-0.25) + text("héllo ünïcode") + blob(b"") + u64(0)
+        + i64(1700000000) + text("") + text("") + u64(0)
     )
     row3 = (
         bytes.fromhex("11 32 54 aa b9 00 00 00")           # 1,1,2,3,4,5,10,10,9,11
-        + i64(3) + i64(2**63 - 1) + f64(1e308) + txt("") + blb(b"\0" * 20) + u64(0)
-        + txt("") + txt("") + i64(1700000000) + u64(0)
+        + i64(3) + i64(2**63 - 1) + f64(1e308) + text("") + blob(b"\0" * 20) + u64(0)
+        + text("") + text("") + i64(1700000000) + u64(0)
     )
-    body = u64(10) + b"".join(txt(n) for n in NAMES6) + row1 + row2 + row3 + DONE
-    return msg(R_ROWS, body)
+    body = u64(10) + b"".join(text(n) for n in NAMES6) + row1 + row2 + row3 + DONE
+    return message(ROWS, body)
 
 
 def test_section6_message_has_the_documented_size():
@@ -283,7 +255,7 @@ def test_section6_message_has_the_documented_size():
 def test_section6_row_decoding():
     d = Decoder()
     d.feed(section6_message())
-    assert d.next_message() == R_ROWS
+    assert d.next_message() == ROWS
     out: list = []
     assert d.read_rows(out) is True
     utc_ts = datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
@@ -318,12 +290,12 @@ def test_section6_raw_strings_without_parse_datetimes():
 @pytest.mark.parametrize("code, payload, expected", [
     (9, i64(2**63 - 1), 2**63 - 1),                   # out of datetime's range: the raw int
     (9, i64(-(2**63)), -(2**63)),
-    (10, txt("not a date"), "not a date"),          # not ISO 8601: the raw string
-    (10, txt("2024-13-45"), "2024-13-45"),
+    (10, text("not a date"), "not a date"),          # not ISO 8601: the raw string
+    (10, text("2024-13-45"), "2024-13-45"),
 ])
 def test_unparseable_datetimes_come_back_raw(code, payload, expected):
     d = Decoder()
-    d.feed(rows_msg(["v"], [[(code, payload)]]))
+    d.feed(rows_message(["v"], [[(code, payload)]], encoded=True))
     d.next_message()
     out: list = []
     d.read_rows(out)
@@ -346,9 +318,9 @@ def stream_messages() -> tuple[bytes, list]:
     for i, batch in enumerate(batches):
         rows = []
         for k, v, b in batch:
-            rows.append([(1, i64(k)), (3, txt(v)), (5, u64(0)) if b is None else (4, blb(b))])
+            rows.append([(1, i64(k)), (3, text(v)), (5, u64(0)) if b is None else (4, blob(b))])
             expected.append((k, v, b))
-        data += rows_msg(names, rows, DONE if i == len(batches) - 1 else PART)
+        data += rows_message(names, rows, DONE if i == len(batches) - 1 else PART, encoded=True)
     return data, expected
 
 
@@ -388,18 +360,18 @@ def test_multi_batch_result_fed_in_random_chunks():
 
 
 def test_incomplete_message_is_not_framed():
-    data = rows_msg(["x"], [[(1, i64(1))]])
+    data = rows_message(["x"], [[(1, i64(1))]], encoded=True)
     d = Decoder()
     d.feed(data[:-1])
     assert d.next_message() == -1
     d.feed(data[-1:])
-    assert d.next_message() == R_ROWS
+    assert d.next_message() == ROWS
 
 
 def test_one_row_part_then_zero_row_done_is_a_normal_result():
     """§1.6: a big row arrives as 1 row + PART, then 0 rows + DONE."""
     big = b"\xab" * 100_000
-    data = rows_msg(["b"], [[(4, blb(big))]], PART) + rows_msg(["b"], [], DONE)
+    data = rows_message(["b"], [[(4, blob(big))]], PART, encoded=True) + rows_message(["b"], [], DONE, encoded=True)
     assert decode_all(data) == [(big,)]
 
 
@@ -408,21 +380,21 @@ def test_one_row_part_then_zero_row_done_is_a_normal_result():
 
 def test_malformed_message_is_consumed_whole():
     """After a bad message raises, the next message in the buffer frames and decodes."""
-    bad = rows_msg(["x"], [[(7, u64(0))]])
-    good = rows_msg(["x"], [[(1, i64(5))]])
+    bad = rows_message(["x"], [[(7, u64(0))]], encoded=True)
+    good = rows_message(["x"], [[(1, i64(5))]], encoded=True)
     d = Decoder()
     d.feed(bad + good)
-    assert d.next_message() == R_ROWS
+    assert d.next_message() == ROWS
     with pytest.raises(dqlite.ProtocolError, match="unknown type code 7"):
         d.read_rows([])
-    assert d.next_message() == R_ROWS
+    assert d.next_message() == ROWS
     out: list = []
     assert d.read_rows(out) is True and out == [(5,)]
 
 
 def test_announced_size_above_the_limit():
     d = Decoder(max_message_size=1 << 30)
-    d.feed(struct.pack("<IBBH", 0xFFFFFFFF, R_ROWS, 0, 0))
+    d.feed(struct.pack("<IBBH", 0xFFFFFFFF, ROWS, 0, 0))
     with pytest.raises(dqlite.ProtocolError, match=r"34359738360-byte message, above the 1073741824-byte limit"):
         d.next_message()
 
@@ -430,7 +402,7 @@ def test_announced_size_above_the_limit():
 def test_announced_size_does_not_size_the_buffer():
     """32 GiB announced, limit lifted: the buffer still grows only with what arrives."""
     d = Decoder(max_message_size=1 << 40, initial_size=64)
-    d.feed(struct.pack("<IBBH", 0xFFFFFFFF, R_ROWS, 0, 0) + b"\0" * 100)
+    d.feed(struct.pack("<IBBH", 0xFFFFFFFF, ROWS, 0, 0) + b"\0" * 100)
     assert d.next_message() == -1
     assert len(d.get_buffer()) < 1 << 20
     d.feed(b"\0" * (3 << 20))  # 3 MiB more: still incomplete, buffer proportional to it
@@ -439,7 +411,7 @@ def test_announced_size_does_not_size_the_buffer():
 
 
 def zero_part() -> bytes:
-    return rows_msg(["x"], [], PART)
+    return rows_message(["x"], [], PART, encoded=True)
 
 
 def test_zero_row_part_stream_raises_after_a_bounded_number_of_batches():
@@ -448,7 +420,7 @@ def test_zero_row_part_stream_raises_after_a_bounded_number_of_batches():
     with pytest.raises(dqlite.ProtocolError, match=r"no rows"):
         for _ in range(100):
             d.feed(zero_part())
-            assert d.next_message() == R_ROWS
+            assert d.next_message() == ROWS
             assert d.read_rows(out) is False
     assert out == []
 
@@ -458,7 +430,7 @@ def test_zero_row_part_stream_raises_when_skipped():
     with pytest.raises(dqlite.ProtocolError, match=r"no rows"):
         for _ in range(100):
             d.feed(zero_part())
-            assert d.next_message() == R_ROWS
+            assert d.next_message() == ROWS
             assert d.skip_rows() is False
 
 
@@ -472,15 +444,15 @@ def fuzz_rows_message() -> bytes:
         rows.append([
             (1, i64(k * 1000 - 3)),
             (2, f64(k / 3)),
-            (3, txt("v" * (k * 5) + "é")),
-            (4, blb(bytes(range(k * 7)))),
+            (3, text("v" * (k * 5) + "é")),
+            (4, blob(bytes(range(k * 7)))),
             (5, u64(0)),
-            (10, txt("2024-01-02 03:04:05" if k % 2 else "")),
+            (10, text("2024-01-02 03:04:05" if k % 2 else "")),
             (9, i64(1700000000 + k)),
             (11, u64(k % 2)),
-            (10, txt("2024-01-02")),
+            (10, text("2024-01-02")),
         ])
-    return rows_msg(names, rows)
+    return rows_message(names, rows, encoded=True)
 
 
 INTERESTING = [0, 1, 7, 8, 0xFF, 0x7FFFFFFF, 2**63 - 1, 2**63, 2**64 - 1, 0xEEEEEEEEEEEEEEEE, 1 << 32]
@@ -537,7 +509,7 @@ def test_random_mutations_of_rows_decode_or_raise_interface_error():
                 assert not framed, f"case {case}: a complete message was not framed"
                 outcomes["incomplete"] += 1
                 continue
-            assert mtype == R_ROWS
+            assert mtype == ROWS
             out: list = []
             d.read_rows(out)
             assert all(type(row) is tuple and len(row) == len(d.columns) for row in out)
@@ -573,27 +545,17 @@ def test_random_mutations_through_one_long_lived_decoder():
     # Whatever came before, a fresh result decodes once the stream is reset.
     d.reset()
     d.feed(base)
-    assert d.next_message() == R_ROWS
+    assert d.next_message() == ROWS
     out: list = []
     assert d.read_rows(out) is True and len(out) == 6
 
 
-def _servers_message() -> bytes:
-    body = u64(3) + b"".join(u64(i) + txt(f"10.0.0.{i}:9001") + u64(i % 3) for i in (1, 2, 3))
-    return msg(R_SERVERS, body)
-
-
-def _files_message() -> bytes:
-    body = u64(2) + txt("db") + u64(16) + b"a" * 16 + txt("db-wal") + u64(8) + b"b" * 8
-    return msg(R_FILES, body)
-
-
 @pytest.mark.parametrize("build, reader", [
-    (_servers_message, "read_servers"),
-    (_files_message, "read_files"),
-    (lambda: msg(R_FAILURE, u64(1555) + txt("UNIQUE constraint failed: t.id")), "read_failure"),
-    (lambda: msg(R_SERVER, u64(1) + txt("127.0.0.1:9001")), "read_server"),
-    (lambda: msg(R_STMT, struct.pack("<II", 0, 3) + u64(2)), "read_stmt"),
+    (lambda: servers_message([(i, f"10.0.0.{i}:9001", i % 3) for i in (1, 2, 3)]), "read_servers"),
+    (lambda: files_message({"db": b"a" * 16, "db-wal": b"b" * 8}), "read_files"),
+    (lambda: failure_message(1555, "UNIQUE constraint failed: t.id"), "read_failure"),
+    (lambda: server_message(1, "127.0.0.1:9001"), "read_server"),
+    (lambda: stmt_message(3, 2), "read_stmt"),
 ])
 def test_random_mutations_of_other_responses(build, reader):
     base = build()
