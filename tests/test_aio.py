@@ -8,13 +8,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import struct
 
 import pytest
 
 import dqlite
 import dqlite.aio
 from dqlite.cluster import ClusterAdmin
+
+try:  # the wire bytes, written from protocol.md (tests/wirebytes.py)
+    from wirebytes import RESULT, message
+except ImportError:  # tests/ imported as a package
+    from tests.wirebytes import RESULT, message  # type: ignore[no-redef]
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -299,33 +303,28 @@ async def _protocol_on_a_socketpair():
     return protocol, theirs
 
 
-def _message(words: int, mtype: int = 6) -> bytes:
-    """A frame: the body's size in 8-byte words, the type, schema 0, then the body."""
-    return struct.pack("<IBBH", words, mtype, 0, 0) + b"\0" * (8 * words)
-
-
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_an_answer_in_pieces_completes_its_future_once_it_is_whole(loop_kind):
     async def main():
         protocol, theirs = await _protocol_on_a_socketpair()
-        message = _message(4)
+        answer = message(RESULT, bytes(32))  # a 4-word body
         try:
             protocol.write(b"request!")
             waiter = protocol.wait_for_message()
             async with asyncio.timeout(5):
                 for start, end in ((0, 5), (5, 12), (12, 20)):  # part of the header, then of the body
-                    theirs.send(message[start:end])
+                    theirs.send(answer[start:end])
                     while protocol.decoder.buffered < end:  # the loop took the piece in
                         await asyncio.sleep(0)
                     assert not waiter.done()
-                theirs.send(message[20:])
+                theirs.send(answer[20:])
                 await waiter
             return protocol.decoder.next_message(), protocol.decoder.buffered
         finally:
             protocol.transport.close()
             theirs.close()
 
-    assert run(main(), loop_kind) == (6, len(_message(4)))
+    assert run(main(), loop_kind) == (RESULT, 40)
 
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
