@@ -23,29 +23,27 @@ import socket
 import struct
 from dataclasses import dataclass
 
-__all__ = ["ServerCaps", "probe"]
+try:  # the wire bytes, written from protocol.md (tests/wirebytes.py)
+    from wirebytes import (
+        DB, FAILURE, INTEGER, ROWS, STMT, BodyReader, handshake, i64, open_request, prepare_request,
+        query_sql_request,
+    )
+except ImportError:  # tests/ imported as a package
+    from tests.wirebytes import (  # type: ignore[no-redef]
+        DB, FAILURE, INTEGER, ROWS, STMT, BodyReader, handshake, i64, open_request, prepare_request,
+        query_sql_request,
+    )
 
-_HANDSHAKE = struct.pack("<Q", 1)
-_OPEN, _PREPARE, _QUERY_SQL = 3, 4, 9
-_FAILURE, _DB, _STMT, _ROWS = 0, 4, 5, 7
-
-
-def _text(s: str) -> bytes:
-    raw = s.encode() + b"\0"
-    return raw + b"\0" * (-len(raw) % 8)
-
-
-def _message(mtype: int, body: bytes, schema: int = 0) -> bytes:
-    return struct.pack("<IBBH", len(body) // 8, mtype, schema, 0) + body
+__all__ = ["RawConnection", "ServerCaps", "failure", "probe"]
 
 
-class _Raw:
-    """One handshaken socket; requests answered one message at a time."""
+class RawConnection:
+    """One handshaken socket to a node; requests answered one message at a time."""
 
     def __init__(self, address: str, timeout: float) -> None:
         host, port = address.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        self.sock.sendall(_HANDSHAKE)
+        self.sock.sendall(handshake())
 
     def close(self) -> None:
         self.sock.close()
@@ -59,32 +57,32 @@ class _Raw:
             out += chunk
         return out
 
-    def call(self, mtype: int, body: bytes, schema: int = 0) -> tuple[int, bytes]:
-        self.sock.sendall(_message(mtype, body, schema))
+    def call(self, request: bytes) -> tuple[int, bytes]:
+        """Send one request (wirebytes' ``*_request``); the answer's type and body."""
+        self.sock.sendall(request)
         words, rtype, _, _ = struct.unpack("<IBBH", self._exact(8))
         if words > 1 << 20:
             raise ConnectionError(f"implausible answer of {words} words")
         return rtype, self._exact(words * 8)
 
     def open(self, name: str) -> tuple[int, bytes]:
-        return self.call(_OPEN, _text(name) + struct.pack("<Q", 0) + _text("volatile"))
+        return self.call(open_request(name, vfs="volatile"))
 
     def query_sql(self, sql: str, params32: tuple[int, ...] | None = None) -> tuple[int, bytes]:
-        body = struct.pack("<Q", 0) + _text(sql)
-        schema = 0
-        if params32 is not None:
-            schema = 1
-            head = struct.pack("<I", len(params32)) + bytes([1] * len(params32))
-            head += b"\0" * (-len(head) % 8)
-            body += head + b"".join(struct.pack("<q", v) for v in params32)
-        return self.call(_QUERY_SQL, body, schema)
+        """QUERY_SQL of ``sql``; with ``params32``, INTEGER parameters counted by a u32 (schema 1)."""
+        if params32 is None:
+            return self.call(query_sql_request(sql))
+        return self.call(query_sql_request(sql, [(INTEGER, v) for v in params32], schema=1))
 
 
-def _failure(answer: tuple[int, bytes]) -> tuple[int, str] | None:
+def failure(answer: tuple[int, bytes]) -> tuple[int, str] | None:
+    """(code, message) of a FAILURE answer, None for any other."""
     rtype, body = answer
-    if rtype != _FAILURE:
+    if rtype != FAILURE:
         return None
-    return struct.unpack("<Q", body[:8])[0], body[8:].split(b"\0", 1)[0].decode(errors="replace")
+    reader = BodyReader(body)
+    code = reader.u64()
+    return code, body[8:].split(b"\0", 1)[0].decode(errors="replace")
 
 
 @dataclass(frozen=True)
@@ -98,27 +96,27 @@ class ServerCaps:
 
 def probe(leader: str, follower: str, database: str = "servercaps_probe", timeout: float = 5.0) -> ServerCaps:
     """Ask a cluster's ``leader`` and one ``follower`` the questions in the module doc."""
-    raw = _Raw(leader, timeout)
+    raw = RawConnection(leader, timeout)
     try:
-        assert raw.open(database)[0] == _DB
+        assert raw.open(database)[0] == DB
         # SELECT ? with one u32-counted INTEGER parameter, 7.
         answer = raw.query_sql("SELECT ?", (7,))
-        params32 = answer[0] == _ROWS and struct.pack("<q", 7) in answer[1]
+        params32 = answer[0] == ROWS and i64(7) in answer[1]
         # A write with no result columns (1.18.1 runs statements that are not
         # read-only through its EXEC path; read-only ones still fail "not an error").
         rtype, body = raw.query_sql("CREATE TABLE IF NOT EXISTS servercaps_probe (a)")
-        rowless_query_runs = rtype == _ROWS and body[:8] == struct.pack("<Q", 0)
-        failure = _failure(raw.query_sql("SELECT 1; SELECT 2"))
-        tail_rejected = failure is not None and "tail" in failure[1]
+        rowless_query_runs = rtype == ROWS and body[:8] == bytes(8)
+        refused = failure(raw.query_sql("SELECT 1; SELECT 2"))
+        tail_rejected = refused is not None and "tail" in refused[1]
     finally:
         raw.close()
-    raw = _Raw(follower, timeout)
+    raw = RawConnection(follower, timeout)
     try:
-        open_on_follower = raw.open(database)[0] == _DB
+        open_on_follower = raw.open(database)[0] == DB
         prepare_on_follower = False
         if open_on_follower:
-            rtype, _ = raw.call(_PREPARE, struct.pack("<Q", 0) + _text("SELECT 1"))
-            prepare_on_follower = rtype == _STMT
+            rtype, _ = raw.call(prepare_request("SELECT 1"))
+            prepare_on_follower = rtype == STMT
     finally:
         raw.close()
     return ServerCaps(params32, rowless_query_runs, tail_rejected, prepare_on_follower, open_on_follower)
