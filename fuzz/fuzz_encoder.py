@@ -9,7 +9,7 @@ str with NULs, lone surrogates and any code point, bytes/bytearray/memoryview,
 bool, None, datetime/date/time (with and without tzinfo), Decimal, subclasses
 and enums of those, and unsupported objects.
 
-The oracle is an independent model (fuzz/wire.py parses the bytes):
+The oracle is an independent model (tests/wirebytes.py parses the bytes):
 
 * an accepted request must parse back to exactly the values given (after the
   documented conversions: bool -> INTEGER, dates -> ISO text, Decimal -> text);
@@ -42,10 +42,10 @@ with atheris.instrument_imports(include=["dqlite"]):
     import dqlite  # noqa: E402
     from dqlite import _protocol  # noqa: E402
 
-import wire  # noqa: E402
-
-EXEC, QUERY, EXEC_SQL, QUERY_SQL = 5, 6, 8, 9
-OPEN, PREPARE, ADD, DUMP = 3, 4, 12, 15
+from tests.wirebytes import (  # noqa: E402  (the repository's root is on sys.path)
+    ADD, BLOB, DUMP, EXEC, EXEC_SQL, FLOAT, INTEGER, NULL, OPEN, PREPARE, QUERY, QUERY_SQL, TEXT, BodyReader,
+    parse_params, parse_requests,
+)
 
 
 class Finding(AssertionError):
@@ -158,7 +158,7 @@ def model_text(s: str, error: str) -> tuple[int, object]:
         raise Expected(dqlite.DataError, error) from None
     if b"\0" in raw:
         raise Expected(dqlite.DataError, error)
-    return wire.TEXT, str(s)
+    return TEXT, str(s)
 
 
 class Expected(Exception):
@@ -173,11 +173,11 @@ class Expected(Exception):
 def model_value(v: object, i: int) -> tuple[int, object]:
     """(type code, value as it must read back), or raises Expected."""
     if v is None:
-        return wire.NULL, None
+        return NULL, None
     if isinstance(v, bool):
-        return wire.INTEGER, int(v)
+        return INTEGER, int(v)
     if isinstance(v, (bytes, bytearray, memoryview)):
-        return wire.BLOB, bytes(v)
+        return BLOB, bytes(v)
     if isinstance(v, datetime.datetime):
         return model_text(v.isoformat(" "), f"parameter {i + 1}")
     if isinstance(v, (datetime.date, datetime.time)):
@@ -187,9 +187,9 @@ def model_value(v: object, i: int) -> tuple[int, object]:
     if isinstance(v, int):
         if not -(2**63) <= v < 2**63:
             raise Expected(dqlite.DataError, f"parameter {i + 1}")
-        return wire.INTEGER, int(v)
+        return INTEGER, int(v)
     if isinstance(v, float):
-        return wire.FLOAT, struct.pack("<d", v)
+        return FLOAT, struct.pack("<d", v)
     if isinstance(v, str):
         return model_text(str(v), f"parameter {i + 1}")
     raise Expected(dqlite.ProgrammingError, f"parameter {i + 1}")
@@ -271,19 +271,19 @@ def encode(fdp: atheris.FuzzedDataProvider) -> tuple[int, int, list] | None:
 
 
 def verify(data: bytes, pending: list) -> None:
-    messages = wire.parse_request(data)
+    messages = parse_requests(data)
     check(len(messages) == len(pending), f"{len(messages)} messages taken, {len(pending)} accepted")
     for (mtype, schema, body), (want_type, want_schema, want) in zip(messages, pending):
         check(mtype == want_type and schema == want_schema, f"header {mtype}/{schema}")
-        cur = wire.Cursor(body)
+        cur = BodyReader(body)
         if mtype in (EXEC, QUERY):
             db, stmt_id = struct.unpack("<II", cur.take(8))
             check(db == 0 and stmt_id == want[0], "statement id")
-            check(wire.parse_params(cur, schema) == want[1], "parameters do not read back")
+            check(parse_params(cur, schema, float_bits=True) == want[1], "parameters do not read back")
         elif mtype in (EXEC_SQL, QUERY_SQL):
             check(cur.u64() == 0, "db id")
             check(cur.text() == want[0], "SQL text does not read back")
-            check(wire.parse_params(cur, schema) == want[1], "parameters do not read back")
+            check(parse_params(cur, schema, float_bits=True) == want[1], "parameters do not read back")
         elif mtype == OPEN:
             check(cur.text() == want[0] and cur.u64() == 0 and cur.text() == "", "OPEN body")
         elif mtype == PREPARE:

@@ -13,9 +13,10 @@ import random
 import struct
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The repository's root: the seeds are tests/wirebytes.py's examples of every response.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import wire  # noqa: E402
+from tests.wirebytes import response_examples, servers_message  # noqa: E402
 
 # Steering bytes (see fuzz_decoder.py): fresh, single feed / persistent / skip_rows /
 # wrong reader / 3-byte chunks with end_result+reset / 1-byte chunks / SERVERS format 0.
@@ -35,13 +36,13 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     out = sys.argv[1]
-    seeds = wire.seeds()
+    seeds = response_examples()
     for name, data in seeds.items():
         for flags, knob in DECODER_FLAGS:
             if name != "servers1" and flags == 0x40:
                 continue
             write(os.path.join(out, "decoder"), bytes([flags, knob]) + data)
-    servers0 = wire.message(wire.SERVERS, wire.u64(1) + wire.u64(1) + wire.text("127.0.0.1:9001"))
+    servers0 = servers_message([(1, "127.0.0.1:9001")])  # format 0: no roles
     write(os.path.join(out, "decoder"), bytes([0x40, 0]) + servers0)
     # The encoder fuzzer reads its input through atheris.FuzzedDataProvider:
     # any bytes are valid, seeds just start it in different places.
