@@ -5,77 +5,32 @@ never collects them (its testpaths is ``tests``).  They need pytest-benchmark
 (the ``bench`` extra).
 
 The ROWS streams are what a 1.11 server sends for the W2 query (5 columns) and
-W4's 7 columns over the 100,000 bench rows: built here with ``struct`` from
-shared/docs/protocol.md §1.6 the way the server batches (a message is closed
-once header + column names + rows reach 4,096 bytes).  They match a capture
-from a real cluster byte for byte (``python -m bench.floor --capture FILE``);
-set ``BENCH_ROWS_STREAM`` (W2 columns) to decode a captured file instead.
+W4's 7 columns over the 100,000 bench rows: built by tests/wirebytes.py
+(written from shared/docs/protocol.md §1.6) the way the server batches (a
+message is closed once header + column names + rows reach 4,096 bytes).
+They match a capture from a real cluster byte for byte (``python -m
+bench.floor --capture FILE``); set ``BENCH_ROWS_STREAM`` (W2 columns) to
+decode a captured file instead.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 from datetime import datetime
 from typing import Any
 
 import pytest
 
 from bench import data
+from tests.wirebytes import BLOB, BOOLEAN, FLOAT, INTEGER, ISO8601, NULL, TEXT, rows_stream, split_messages
 
 _protocol = pytest.importorskip("dqlite._protocol")
 pytest.importorskip("pytest_benchmark")
 
 ROWS = 100_000
 REQUESTS = 10_000
-BATCH_LIMIT = 4096
-DONE = b"\xff" * 8
-PART = b"\xee" * 8
-T_INTEGER, T_FLOAT, T_TEXT, T_BLOB, T_NULL, T_ISO8601, T_BOOLEAN = 1, 2, 3, 4, 5, 10, 11
-W2_COLUMNS = [("id", T_INTEGER), ("name", T_TEXT), ("v", T_FLOAT), ("b", T_BLOB), ("n", T_NULL)]
-W4_COLUMNS = W2_COLUMNS + [("flag", T_BOOLEAN), ("ts", T_ISO8601)]
-
-
-def _text(value: str) -> bytes:
-    raw = value.encode() + b"\0"
-    return raw + b"\0" * (-len(raw) % 8)
-
-
-def _value(code: int, value: Any) -> bytes:
-    if code in (T_INTEGER, T_BOOLEAN):
-        return struct.pack("<q", int(value))
-    if code == T_FLOAT:
-        return struct.pack("<d", value)
-    if code in (T_TEXT, T_ISO8601):
-        return _text(value)
-    if code == T_BLOB:
-        return struct.pack("<Q", len(value)) + value + b"\0" * (-len(value) % 8)
-    return b"\0" * 8  # NULL
-
-
-def rows_stream(rows: list[tuple[Any, ...]], columns: list[tuple[str, int]]) -> bytes:
-    """The ROWS messages (PART ... DONE) a server sends for ``rows``."""
-    codes = [code for _, code in columns]
-    header = bytearray((len(codes) + 1) // 2)
-    for i, code in enumerate(codes):
-        header[i // 2] |= code << (4 * (i % 2))
-    row_header = bytes(header) + b"\0" * (-len(header) % 8)
-    names = struct.pack("<Q", len(columns)) + b"".join(_text(name) for name, _ in columns)
-    out = bytearray()
-    body = bytearray(names)
-
-    def close(marker: bytes) -> None:
-        nonlocal body
-        body += marker
-        out.extend(struct.pack("<IBBH", len(body) // 8, 7, 0, 0) + body)
-        body = bytearray(names)
-
-    for row in rows:
-        body += row_header + b"".join(_value(code, v) for code, v in zip(codes, row))
-        if 8 + len(body) >= BATCH_LIMIT:
-            close(PART)
-    close(DONE)
-    return bytes(out)
+W2_COLUMNS = [("id", INTEGER), ("name", TEXT), ("v", FLOAT), ("b", BLOB), ("n", NULL)]
+W4_COLUMNS = W2_COLUMNS + [("flag", BOOLEAN), ("ts", ISO8601)]
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +44,12 @@ def w2_stream(bench_rows: list[tuple[Any, ...]]) -> bytes:
     if captured:
         with open(captured, "rb") as f:
             return f.read()
-    return rows_stream(bench_rows, W2_COLUMNS)
+    return rows_stream(W2_COLUMNS, bench_rows)
 
 
 @pytest.fixture(scope="module")
 def w4_stream(bench_rows: list[tuple[Any, ...]]) -> bytes:
-    return rows_stream(bench_rows, W4_COLUMNS)
+    return rows_stream(W4_COLUMNS, bench_rows)
 
 
 def _fed(stream: bytes, **options: Any) -> Any:
@@ -117,14 +72,6 @@ def _skip(decoder: Any) -> int:
     while decoder.next_message() >= 0 and not decoder.skip_rows():
         batches += 1
     return batches
-
-
-def _count_messages(stream: bytes) -> int:
-    count = offset = 0
-    while offset < len(stream):
-        offset += 8 + 8 * struct.unpack_from("<I", stream, offset)[0]
-        count += 1
-    return count
 
 
 def _bench_decode(benchmark: Any, stream: bytes, **options: Any) -> list[tuple[Any, ...]]:
@@ -156,7 +103,7 @@ def test_decode_w4_100k_rows_raw_text(benchmark: Any, w4_stream: bytes, bench_ro
 def test_skip_w2_100k_rows(benchmark: Any, w2_stream: bytes) -> None:
     """Framing only (``skip_rows``): the codec's share of the W8 floor."""
     batches = benchmark.pedantic(_skip, setup=lambda: ((_fed(w2_stream),), {}), rounds=15, warmup_rounds=1)
-    assert batches == _count_messages(w2_stream)
+    assert batches == len(split_messages(w2_stream))
 
 
 def test_feed_w2_stream(benchmark: Any, w2_stream: bytes) -> None:

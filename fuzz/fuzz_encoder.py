@@ -44,7 +44,7 @@ with atheris.instrument_imports(include=["dqlite"]):
 
 from tests.wirebytes import (  # noqa: E402  (the repository's root is on sys.path)
     ADD, BLOB, DUMP, EXEC, EXEC_SQL, FLOAT, INTEGER, NULL, OPEN, PREPARE, QUERY, QUERY_SQL, TEXT, BodyReader,
-    parse_params, parse_requests,
+    parse_params, split_messages,
 )
 
 
@@ -271,7 +271,7 @@ def encode(fdp: atheris.FuzzedDataProvider) -> tuple[int, int, list] | None:
 
 
 def verify(data: bytes, pending: list) -> None:
-    messages = parse_requests(data)
+    messages = split_messages(data)
     check(len(messages) == len(pending), f"{len(messages)} messages taken, {len(pending)} accepted")
     for (mtype, schema, body), (want_type, want_schema, want) in zip(messages, pending):
         check(mtype == want_type and schema == want_schema, f"header {mtype}/{schema}")

@@ -16,8 +16,8 @@ their bytes from.  Section numbers (§) refer to protocol.md.
   ``response_examples`` has one valid example of each.
 * Client requests (§2.1): ``handshake`` and one ``*_request`` builder per
   request a Python-side tool sends; ``params_tuple`` (§1.5).
-* Parsing client requests: ``parse_requests`` (framing), ``BodyReader`` and
-  ``parse_params`` (bodies), ``describe_request`` (a readable summary).
+* Parsing: ``split_messages`` (framing, either direction); for requests,
+  ``BodyReader`` and ``parse_params`` (bodies), ``describe_request`` (a readable summary).
 
 Values in rows and parameter tuples are ``(type code, value)`` pairs, the
 type codes being ``INTEGER``, ``FLOAT``, ``TEXT``, ... (§1.4).  Everything is
@@ -358,23 +358,27 @@ def cluster_request(fmt: int = 1) -> bytes:
 
 
 # ---------------------------------------------------------------------------
-# Parsing client requests
+# Parsing messages and client requests
 
-class Request(NamedTuple):
-    """One framed request: its type, schema byte and body."""
+class Message(NamedTuple):
+    """One framed message (a request or a response): its type, schema byte and body."""
 
     type: int
     schema: int
     body: bytes
 
     @property
-    def name(self) -> str:
+    def request_name(self) -> str:
         return REQUEST_NAMES.get(self.type, f"type {self.type}")
 
+    @property
+    def response_name(self) -> str:
+        return RESPONSE_NAMES.get(self.type, f"type {self.type}")
 
-def parse_requests(data: bytes) -> list[Request]:
-    """Split encoded requests into ``Request``s; ValueError when malformed
-    (a truncated header or body, non-zero header padding)."""
+
+def split_messages(data: bytes) -> list[Message]:
+    """Split framed messages (requests, or responses) into ``Message``s;
+    ValueError when malformed (a truncated header or body, non-zero header padding)."""
     out = []
     pos = 0
     while pos < len(data):
@@ -386,7 +390,7 @@ def parse_requests(data: bytes) -> list[Request]:
         end = pos + 8 + words * 8
         if end > len(data):
             raise ValueError("body shorter than the word count")
-        out.append(Request(mtype, schema, data[pos + 8:end]))
+        out.append(Message(mtype, schema, data[pos + 8:end]))
         pos = end
     return out
 
@@ -469,7 +473,7 @@ def parse_params(reader: BodyReader, schema: int, *, float_bits: bool = False) -
     return out
 
 
-def describe_request(request: Request) -> tuple[Any, ...]:
+def describe_request(request: Message) -> tuple[Any, ...]:
     """A readable summary of a request: its name and its fields, e.g.
     ``("PREPARE", "SELECT 1")``, ``("QUERY", 3, [(1, 7)])``, ``("EXEC_SQL", "BEGIN")``.
 
@@ -512,4 +516,4 @@ def describe_request(request: Request) -> tuple[Any, ...]:
         out = (request.body,)
         reader.pos = len(request.body)
     reader.done()
-    return (request.name, *out)
+    return (request.request_name, *out)
