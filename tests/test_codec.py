@@ -1,7 +1,7 @@
 """The compiled codec (dqlite._protocol) on its own: no server, no socket.
 
 Expected bytes are written out by hand from shared/docs/protocol.md (§1, §2,
-§6, §9) with ``struct``, never produced by the encoder under test.
+§6, §9) with ``struct`` and tests/wirebytes.py, never produced by the encoder under test.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ pytestmark = [pytest.mark.timeout(30), pytest.mark.server_independent]
 
 try:  # the wire bytes, written from protocol.md (tests/wirebytes.py)
     from wirebytes import (
-        DONE, PART, ROWS, blob, f64, failure_message, files_message, i64, message, rows_message, server_message,
+        DONE, EXEC_SQL, OPEN, PART, ROWS, blob, f64, failure_message, files_message, header, i64, message, rows_message, server_message,
         servers_message, stmt_message, text, u64,
     )
 except ImportError:  # tests/ imported as a package
     from tests.wirebytes import (  # type: ignore[no-redef]
-        DONE, PART, ROWS, blob, f64, failure_message, files_message, i64, message, rows_message, server_message,
+        DONE, EXEC_SQL, OPEN, PART, ROWS, blob, f64, failure_message, files_message, header, i64, message, rows_message, server_message,
         servers_message, stmt_message, text, u64,
     )
 
@@ -72,7 +72,7 @@ def test_open_request_bytes(name, name_bytes):
     enc = Encoder()
     enc.open(name)
     body = name_bytes + u64(0) + b"\0" * 8   # text name, u64 flags, text vfs ("")
-    assert enc.take() == struct.pack("<IBBH", len(body) // 8, 3, 0, 0) + body
+    assert enc.take() == message(OPEN, body)
 
 
 def test_exec_sql_with_a_mixed_parameter_tuple():
@@ -93,7 +93,7 @@ def test_exec_sql_with_a_mixed_parameter_tuple():
         + struct.pack("<q", -(2**63))
     )
     assert len(sql) == 42 and len(body) % 8 == 0
-    assert enc.take() == struct.pack("<IBBH", len(body) // 8, 8, 0, 0) + body
+    assert enc.take() == message(EXEC_SQL, body)
 
 
 def test_exec_sql_without_parameters_has_no_tuple():
@@ -394,7 +394,7 @@ def test_malformed_message_is_consumed_whole():
 
 def test_announced_size_above_the_limit():
     d = Decoder(max_message_size=1 << 30)
-    d.feed(struct.pack("<IBBH", 0xFFFFFFFF, ROWS, 0, 0))
+    d.feed(header(0xFFFFFFFF, ROWS))
     with pytest.raises(dqlite.ProtocolError, match=r"34359738360-byte message, above the 1073741824-byte limit"):
         d.next_message()
 
@@ -402,7 +402,7 @@ def test_announced_size_above_the_limit():
 def test_announced_size_does_not_size_the_buffer():
     """32 GiB announced, limit lifted: the buffer still grows only with what arrives."""
     d = Decoder(max_message_size=1 << 40, initial_size=64)
-    d.feed(struct.pack("<IBBH", 0xFFFFFFFF, ROWS, 0, 0) + b"\0" * 100)
+    d.feed(header(0xFFFFFFFF, ROWS) + b"\0" * 100)
     assert d.next_message() == -1
     assert len(d.get_buffer()) < 1 << 20
     d.feed(b"\0" * (3 << 20))  # 3 MiB more: still incomplete, buffer proportional to it

@@ -13,6 +13,11 @@ from dqlite._sockio import BusyPoll, recv_into_decoder, recv_nowait, send_nowait
 from dqlite._wire import Wire
 from dqlite.exceptions import ConnectionLostError
 
+try:  # the wire bytes, written from protocol.md (tests/wirebytes.py)
+    from wirebytes import ROWS, message
+except ImportError:  # tests/ imported as a package
+    from tests.wirebytes import ROWS, message  # type: ignore[no-redef]
+
 pytestmark = pytest.mark.server_independent
 
 
@@ -91,7 +96,7 @@ def _serve_once(answer):
 @pytest.mark.parametrize("tls", [False, True], ids=["fd", "socket-module"])
 def test_an_exchange_sends_the_whole_request_then_waits_for_the_answer(tls):
     # One message of type 7 with a one-word body.
-    answer = struct.pack("<IBBH", 1, 7, 0, 0) + b"\x01" * 8
+    answer = message(ROWS, b"\x01" * 8)
     port, received, serve = _serve_once(answer)
     data = bytes(range(256)) * (1 << 15)  # 8 MiB: more than the socket buffer takes at once
     server = threading.Thread(target=serve, args=(len(data),))
@@ -219,7 +224,7 @@ def test_the_wire_polls_for_an_answer_not_for_the_rest_of_it():
     """The first wait after a request polls; the waits for the rest of a
     streaming answer sleep (the node sends it as fast as it can)."""
     server = socket.create_server(("127.0.0.1", 0))
-    answer = struct.pack("<IBBH", 2, 7, 0, 0) + b"\x01" * 16
+    answer = message(ROWS, b"\x01" * 16)
 
     def serve():
         peer, _ = server.accept()
