@@ -1,0 +1,216 @@
+"""Drive a ``dqlite._session.Session`` with scripted bytes and no socket (a test helper).
+
+A ``Session`` does no I/O: each operation is a generator that yields what it
+needs from an I/O shell (see ``dqlite._session``'s module doc).  ``Scripted``
+is such a shell with no socket: it runs one operation to its end, records
+what the session asks for, and answers from a script::
+
+    server = Scripted(session, [server_message(1, A) + db_message()])
+    server.run(session.connect())
+    assert server.log == [("CONNECT", A), ("HANDSHAKE",), ("LEADER",), ("OPEN", "db"), "CONNECTED"]
+
+* ``bytes`` (send): each request is parsed (tests/wirebytes.py) and logged as
+  ``describe_request`` shows it, e.g. ``("PREPARE", "SELECT 1")`` or
+  ``("EXEC_SQL", "BEGIN")``; after a ``Connect`` the first 8 bytes must be
+  the handshake, logged as ``("HANDSHAKE",)``.  ``writes`` keeps them
+  grouped by write, to check what travels together.
+* ``RECV`` (None): the next step of the script: ``bytes`` are put into
+  ``session.decoder`` (``get_buffer`` / ``buffer_updated``, as the shells
+  do); ``Lost(why)`` throws ``ConnectionLostError(why)`` into the operation,
+  as a shell does on an I/O failure.  A RECV with the script used up fails
+  the test (the session waits for an answer the test did not expect).
+* ``SendSoon(data)``: logged like a send (``soon=True`` in ``writes``).
+* ``Connect(address, timeout)``: logged as ``("CONNECT", address)``;
+  ``CLOSE`` as ``"CLOSE"``; ``CONNECTED`` as ``"CONNECTED"``;
+  ``Sleep(s)`` as ``"SLEEP"`` (the seconds, jittered, go to ``sleeps``).
+  A send or RECV while no connection is open gets ``ConnectionLostError``,
+  as from the shells.
+* ``POLL``: nothing (the answers arrive only when the session receives).
+* ``FindLeader(addresses, ...)``: logged as ``("FIND_LEADER", addresses)``;
+  answered from ``leaders`` (address -> the leader it names, or an
+  exception-like string starting with "error: ") as ``ProbeResult``s.
+
+Only the session's operations and a few public attributes are used, so a
+reorganisation of the session's internals does not break these tests.  The
+one private name is the cursor's result holder, ``ResultState``, imported
+here once (see ``new_cursor`` and ``fetch_all``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dqlite._probe import ProbeResult
+from dqlite._session import CLOSE, CONNECTED, POLL, Connect, FindLeader, ResultState, SendSoon, Session, Sleep
+from dqlite.exceptions import ConnectionLostError
+
+try:  # the wire bytes, written from protocol.md (tests/wirebytes.py)
+    from wirebytes import describe_request, handshake, split_messages
+except ImportError:  # tests/ imported as a package
+    from tests.wirebytes import describe_request, handshake, split_messages  # type: ignore[no-redef]
+
+__all__ = ["Lost", "Scripted", "Write", "fetch_all", "make_session", "new_cursor"]
+
+#: What the session's generators yield to receive (dqlite._session.RECV).
+RECV = None
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A script step: the connection fails at this receive."""
+
+    why: str = "connection reset by peer"
+
+
+@dataclass
+class Write:
+    """One send of the session: the requests it held, as ``describe_request`` shows them."""
+
+    requests: list[tuple[Any, ...]]
+    soon: bool = False  # a SendSoon: its answer is read with a later request's
+
+
+Step = bytes | Lost
+
+
+@dataclass
+class Scripted:
+    """An I/O shell without a socket for ``session``: see the module doc."""
+
+    session: Session
+    script: list[Step] = field(default_factory=list)
+    leaders: Mapping[str, str] = field(default_factory=dict)
+    log: list[Any] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
+    sleeps: list[float] = field(default_factory=list)
+    connected: bool = False
+    _handshake_due: bool = False
+
+    def answer(self, *steps: Step) -> None:
+        """Add steps to the script."""
+        self.script.extend(steps)
+
+    @property
+    def requests(self) -> list[tuple[Any, ...]]:
+        """The requests sent so far, in order (the handshake included)."""
+        return [r for w in self.writes for r in w.requests]
+
+    def run(self, op: Generator[Any, Any, Any]) -> Any:
+        """Drive ``op`` to its end; its return value, or what it raised."""
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                request = op.send(reply) if error is None else op.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            reply = error = None
+            try:
+                reply = self._serve(request)
+            except ConnectionLostError as exc:
+                error = exc
+
+    # -- the requests ---------------------------------------------------------
+
+    def _serve(self, request: Any) -> Any:
+        if request is RECV:
+            self._recv()
+        elif isinstance(request, (bytes, bytearray)):
+            self._send(bytes(request), soon=False)
+        elif type(request) is SendSoon:
+            self._send(request.data, soon=True)
+        elif request is POLL:
+            pass
+        elif request is CLOSE:
+            self.log.append("CLOSE")
+            self.connected = False
+        elif request is CONNECTED:
+            self.log.append("CONNECTED")
+        elif type(request) is Connect:
+            self.log.append(("CONNECT", request.address))
+            self.connected = True
+            self._handshake_due = True
+        elif type(request) is Sleep:
+            self.log.append("SLEEP")
+            self.sleeps.append(request.seconds)
+        elif type(request) is FindLeader:
+            self.log.append(("FIND_LEADER", tuple(request.addresses)))
+            return [self._probe(address) for address in request.addresses]
+        else:
+            raise AssertionError(f"the session asked for something unknown: {request!r}")
+        return None
+
+    def _probe(self, address: str) -> ProbeResult:
+        said = self.leaders.get(address)
+        if said is None:
+            raise AssertionError(f"FindLeader asked {address}, which the test's leaders do not list")
+        if said.startswith("error: "):
+            return ProbeResult(address, None, said[len("error: "):])
+        return ProbeResult(address, said)
+
+    def _send(self, data: bytes, *, soon: bool) -> None:
+        if not self.connected:
+            raise ConnectionLostError("not connected")
+        requests: list[tuple[Any, ...]] = []
+        if self._handshake_due:
+            assert data[:8] == handshake(), f"the first bytes on a connection are not the handshake: {data[:8]!r}"
+            requests.append(("HANDSHAKE",))
+            data = data[8:]
+            self._handshake_due = False
+        requests += [describe_request(m) for m in split_messages(data)]
+        self.writes.append(Write(requests, soon))
+        self.log.extend(requests)
+
+    def _recv(self) -> None:
+        if not self.connected:
+            raise ConnectionLostError("not connected")
+        if not self.script:
+            raise AssertionError(f"the session waits for an answer the script does not have; log: {self.log!r}")
+        step = self.script.pop(0)
+        if isinstance(step, Lost):
+            self.log.append("LOST")
+            self.connected = False
+            raise ConnectionLostError(step.why)
+        decoder = self.session.decoder
+        view = memoryview(step)
+        while view:
+            buffer = decoder.get_buffer(len(view))
+            n = min(len(buffer), len(view))
+            buffer[:n] = view[:n]
+            decoder.buffer_updated(n)
+            view = view[n:]
+
+
+# -- sessions and cursors ------------------------------------------------------
+
+def make_session(address: str | Sequence[str] = "10.0.0.1:9001", database: str = "db", **options: Any) -> Session:
+    """A Session as ``dqlite.connect`` makes one, without a node store unless given one."""
+    settings: dict[str, Any] = dict(timeout=5.0, autocommit=False, parse_datetimes=False, cached_statements=100,
+                                    max_message_size=1 << 20, node_store=None)
+    settings.update(options)
+    return Session(address, database, **settings)
+
+
+class _Owner:
+    """What a cursor needs of its connection: the session and a row factory."""
+
+    row_factory = None
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+
+def new_cursor(session: Session) -> ResultState:
+    """A cursor's result holder on ``session`` (what the session writes results into)."""
+    return ResultState(_Owner(session))
+
+
+def fetch_all(server: Scripted, cursor: ResultState) -> list[Any]:
+    """The rest of ``cursor``'s result, reading the batches still to come as
+    ``Cursor.fetchall`` does (``read_batch`` until the end)."""
+    out = cursor._take_rest()
+    while not cursor._done:
+        cursor._done = server.run(server.session.read_batch(cursor, out))
+    return out

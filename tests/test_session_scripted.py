@@ -1,0 +1,330 @@
+"""The session's logic on scripted bytes: no node, no socket (tests/scripted.py).
+
+Each test runs session operations against a script of server answers
+(tests/wirebytes.py) and checks what went out, in what order and grouped
+in which writes, and what the operation returned or raised.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import dqlite
+from dqlite.nodestore import NodeStore
+
+try:
+    from scripted import Lost, Scripted, fetch_all, make_session, new_cursor
+    from wirebytes import (
+        INTEGER, TEXT, db_message, failure_message, result_message, rows_message, server_message,
+        servers_message, stmt_message,
+    )
+except ImportError:  # tests/ imported as a package
+    from tests.scripted import Lost, Scripted, fetch_all, make_session, new_cursor  # type: ignore[no-redef]
+    from tests.wirebytes import (  # type: ignore[no-redef]
+        INTEGER, TEXT, db_message, failure_message, result_message, rows_message, server_message,
+        servers_message, stmt_message,
+    )
+
+pytestmark = [pytest.mark.timeout(10), pytest.mark.server_independent]
+
+A, B, C = "10.0.0.1:9001", "10.0.0.2:9001", "10.0.0.3:9001"
+CONNECT_A = [("CONNECT", A), ("HANDSHAKE",), ("LEADER",), ("OPEN", "db"), "CONNECTED"]
+INSERT = "INSERT INTO t (x) VALUES (?)"
+
+
+def connected(**options):
+    """A session connected to A (the leader), and its scripted shell with the connect's log cleared."""
+    session = make_session(A, **options)
+    server = Scripted(session, [server_message(1, A) + db_message()])
+    server.run(session.connect())
+    assert server.log == CONNECT_A
+    server.log.clear()
+    server.writes.clear()
+    return session, server
+
+
+# -- connecting ----------------------------------------------------------------
+
+def test_connect_sends_handshake_leader_open_and_cluster_in_one_write():
+    store = NodeStore()
+    session = make_session(A, node_store=store)
+    members = [(1, A, 0), (2, B, 0), (3, C, 1)]
+    server = Scripted(session, [server_message(1, A) + db_message() + servers_message(members)])
+
+    server.run(session.connect())
+
+    assert [w.requests for w in server.writes] == [[("HANDSHAKE",), ("LEADER",), ("OPEN", "db"), ("CLUSTER", 1)]]
+    assert server.log == [("CONNECT", A), ("HANDSHAKE",), ("LEADER",), ("OPEN", "db"), ("CLUSTER", 1), "CONNECTED"]
+    assert session.connected_to == A
+    assert sorted(store.members([A])) == [A, B, C]
+
+
+def test_connect_without_a_node_store_asks_no_cluster_members():
+    session = make_session(A)
+    server = Scripted(session, [server_message(1, A) + db_message()])
+    server.run(session.connect())
+    assert [w.requests for w in server.writes] == [[("HANDSHAKE",), ("LEADER",), ("OPEN", "db")]]
+    assert session.connected_to == A
+
+
+def test_connect_follows_a_redirect_to_the_leader():
+    session = make_session(A)
+    server = Scripted(session, [
+        server_message(2, B) + db_message(),   # A names B; A's OPEN answer is never read
+        server_message(2, B) + db_message(),   # B names itself
+    ])
+
+    server.run(session.connect())
+
+    assert server.log == [
+        ("CONNECT", A), ("HANDSHAKE",), ("LEADER",), ("OPEN", "db"), "CLOSE",
+        ("CONNECT", B), ("HANDSHAKE",), ("LEADER",), ("OPEN", "db"), "CONNECTED",
+    ]
+    assert session.connected_to == B
+
+
+def test_connect_with_several_addresses_asks_them_all_then_opens_on_the_leader():
+    session = make_session([A, B])
+    server = Scripted(session, [server_message(3, C) + db_message()], leaders={A: C, B: "error: refused"})
+
+    server.run(session.connect())
+
+    assert server.log == [("FIND_LEADER", (A, B)),
+                          ("CONNECT", C), ("HANDSHAKE",), ("LEADER",), ("OPEN", "db"), "CONNECTED"]
+    assert session.connected_to == C
+
+
+# -- statements ----------------------------------------------------------------
+
+def test_a_cached_query_is_prepared_once_then_only_queried():
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    sql = "SELECT x FROM t WHERE id = ?"
+    server.answer(stmt_message(4, 1), rows_message(["x"], [[(TEXT, "a")]]), rows_message(["x"], [[(TEXT, "b")]]))
+
+    server.run(session.execute(cursor, sql, (7,)))
+    first = fetch_all(server, cursor)
+    server.run(session.execute(cursor, sql, (8,)))
+    second = fetch_all(server, cursor)
+
+    assert [w.requests for w in server.writes] == [
+        [("PREPARE", sql)],
+        [("QUERY", 4, [(INTEGER, 7)])],
+        [("QUERY", 4, [(INTEGER, 8)])],
+    ]
+    assert (first, second) == ([("a",)], [("b",)])
+    assert cursor.rowcount == -1 and cursor.description[0][0] == "x"
+    assert not server.script
+
+
+def test_the_first_statement_begins_a_transaction_and_commit_ends_it():
+    """PEP 249 (autocommit=False): BEGIN travels with the first statement."""
+    session, server = connected()
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), result_message() + result_message(10, 1), result_message())
+
+    server.run(session.execute(cursor, INSERT, (5,)))
+    assert session.in_transaction
+    assert (cursor.rowcount, cursor.lastrowid) == (1, 10)
+    server.run(session.commit())
+
+    assert [w.requests for w in server.writes] == [
+        [("PREPARE", INSERT)],
+        [("EXEC_SQL", "BEGIN"), ("EXEC", 1, [(INTEGER, 5)])],
+        [("EXEC_SQL", "COMMIT")],
+    ]
+    assert not session.in_transaction
+    assert not server.script
+
+
+def test_autocommit_sends_no_begin_and_commit_sends_nothing():
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), result_message(3, 1))
+
+    server.run(session.execute(cursor, INSERT, (5,)))
+    server.run(session.commit())
+
+    assert server.requests == [("PREPARE", INSERT), ("EXEC", 1, [(INTEGER, 5)])]
+    assert not session.in_transaction
+
+
+@pytest.mark.parametrize("code, message, error", [
+    (2067, "UNIQUE constraint failed: t.x", dqlite.IntegrityError),
+    (19, "constraint failed", dqlite.IntegrityError),
+    (1, "table t has no column named y", dqlite.OperationalError),
+    (18, "string or blob too big", dqlite.DataError),
+])
+def test_a_failure_answer_raises_the_pep249_error_with_the_server_code(code, message, error):
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), failure_message(code, message))
+
+    with pytest.raises(error) as info:
+        server.run(session.execute(cursor, INSERT, (5,)))
+
+    assert type(info.value) is error
+    assert (info.value.code, info.value.server_message) == (code, message)
+    assert server.requests == [("PREPARE", INSERT), ("EXEC", 1, [(INTEGER, 5)])]
+    assert "CLOSE" not in server.log and session.connected_to == A  # the connection stays
+
+
+def test_no_such_table_at_prepare_runs_a_barrier_and_prepares_once_more():
+    """A new 1.11 leader prepares before applying the log: the driver makes it catch up, once."""
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    sql = "SELECT x FROM t"
+    server.answer(failure_message(1, "no such table: t"), rows_message(["1"], [[(INTEGER, 1)]]),
+                  failure_message(1, "no such table: t"))
+
+    with pytest.raises(dqlite.OperationalError, match="no such table: t"):
+        server.run(session.execute(cursor, sql, ()))
+
+    assert server.requests == [("PREPARE", sql), ("QUERY_SQL", "SELECT 1"), ("PREPARE", sql)]
+
+
+# -- failures that end the connection -----------------------------------------
+
+def test_not_leader_on_a_write_in_autocommit_closes_and_raises_connection_lost():
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), failure_message(10250, "not leader"))
+
+    with pytest.raises(dqlite.ConnectionLostError) as info:
+        server.run(session.execute(cursor, INSERT, (5,)))
+
+    # Refused before it ran: the outcome is known (not CommitOutcomeUnknownError), and not retried.
+    assert type(info.value) is dqlite.ConnectionLostError
+    assert info.value.code == 10250
+    assert server.log == [("PREPARE", INSERT), ("EXEC", 1, [(INTEGER, 5)]), "CLOSE"]
+    assert session.connected_to is None
+
+
+def test_a_commit_whose_connection_dies_is_of_unknown_outcome_and_never_retried():
+    session, server = connected()
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), result_message() + result_message(1, 1), Lost("connection reset by peer"))
+    server.run(session.execute(cursor, INSERT, (5,)))
+
+    with pytest.raises(dqlite.CommitOutcomeUnknownError, match="not retried"):
+        server.run(session.commit())
+
+    assert server.log[-3:] == [("EXEC_SQL", "COMMIT"), "LOST", "CLOSE"]
+    assert server.requests.count(("EXEC_SQL", "COMMIT")) == 1
+    assert not session.in_transaction and session.connected_to is None
+
+
+def test_leadership_lost_at_commit_is_of_unknown_outcome_too():
+    session, server = connected()
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), result_message() + result_message(1, 1),
+                  failure_message(10506, "leadership lost"))
+    server.run(session.execute(cursor, INSERT, (5,)))
+
+    with pytest.raises(dqlite.CommitOutcomeUnknownError) as info:
+        server.run(session.commit())
+
+    assert info.value.code == 10506
+    assert server.log[-2:] == [("EXEC_SQL", "COMMIT"), "CLOSE"]
+    assert server.requests.count(("EXEC_SQL", "COMMIT")) == 1
+
+
+# -- waiting for the lock ------------------------------------------------------
+
+def test_busy_on_a_write_in_autocommit_sleeps_then_sends_the_same_exec_again():
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), failure_message(5, "database is locked"), result_message(9, 1))
+
+    server.run(session.execute(cursor, INSERT, (5,)))
+
+    exec_5 = ("EXEC", 1, [(INTEGER, 5)])
+    assert server.log == [("PREPARE", INSERT), exec_5, "SLEEP", exec_5]
+    assert 0 < server.sleeps[0] < 1
+    assert (cursor.rowcount, cursor.lastrowid) == (1, 9)
+
+
+def test_busy_snapshot_is_not_waited_for_in_autocommit():
+    """517 (SQLITE_BUSY_SNAPSHOT): waiting cannot cure it."""
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), failure_message(517, "database is locked"))
+
+    with pytest.raises(dqlite.OperationalError) as info:
+        server.run(session.execute(cursor, INSERT, (5,)))
+
+    assert info.value.code == 517
+    assert "SLEEP" not in server.log
+
+
+# -- executemany ---------------------------------------------------------------
+
+def test_executemany_with_a_failing_row_rolls_the_batch_back_to_its_savepoint():
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    server.answer(
+        stmt_message(2, 1),
+        result_message(),                                                      # SAVEPOINT
+        result_message(1, 1) + failure_message(2067, "UNIQUE constraint failed: t.x") + result_message(3, 1),
+        result_message() + result_message(),                                   # ROLLBACK TO, RELEASE
+    )
+
+    with pytest.raises(dqlite.IntegrityError, match="UNIQUE") as info:
+        server.run(session.executemany(cursor, INSERT, [(1,), (1,), (3,)]))
+
+    assert [w.requests for w in server.writes] == [
+        [("PREPARE", INSERT)],
+        [("EXEC_SQL", "SAVEPOINT dqlite_executemany")],
+        [("EXEC", 2, [(INTEGER, 1)]), ("EXEC", 2, [(INTEGER, 1)]), ("EXEC", 2, [(INTEGER, 3)])],
+        [("EXEC_SQL", "ROLLBACK TO dqlite_executemany"), ("EXEC_SQL", "RELEASE dqlite_executemany")],
+    ]
+    assert any("parameter set 1" in note for note in info.value.__notes__)
+    assert not server.script and session.connected_to == A
+
+
+def test_executemany_releases_its_savepoint_and_sums_the_rowcount():
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    server.answer(stmt_message(2, 1), result_message(), result_message(1, 1) + result_message(2, 1),
+                  result_message())
+
+    server.run(session.executemany(cursor, INSERT, [(1,), (2,)]))
+
+    assert server.requests[-1] == ("EXEC_SQL", "RELEASE dqlite_executemany")
+    assert cursor.rowcount == 2
+
+
+# -- results in batches --------------------------------------------------------
+
+def test_a_result_in_two_batches_is_read_through_read_batch():
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    sql = "SELECT id, name FROM t"
+    server.answer(
+        stmt_message(3, 0),
+        rows_message(["id", "name"], [[(INTEGER, 1), (TEXT, "a")], [(INTEGER, 2), (TEXT, "b")]], b"\xee" * 8),
+        rows_message(["id", "name"], [[(INTEGER, 3), (TEXT, "c")]]),
+    )
+
+    server.run(session.execute(cursor, sql, ()))
+    sent_before_reading = list(server.requests)
+    rows = fetch_all(server, cursor)
+
+    assert rows == [(1, "a"), (2, "b"), (3, "c")]
+    # The server pushes the next batch by itself: nothing is sent for it.
+    assert server.requests == sent_before_reading == [("PREPARE", sql), ("QUERY", 3, [])]
+    assert [d[0] for d in cursor.description] == ["id", "name"]
+    assert not server.script
+
+
+def test_a_connection_lost_mid_result_raises_connection_lost_and_closes():
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    server.answer(stmt_message(3, 0), rows_message(["x"], [[(INTEGER, 1)]], b"\xee" * 8), Lost())
+    server.run(session.execute(cursor, "SELECT x FROM t", ()))
+
+    with pytest.raises(dqlite.ConnectionLostError):
+        fetch_all(server, cursor)
+
+    assert server.log[-2:] == ["LOST", "CLOSE"]
+    assert session.connected_to is None
