@@ -14,18 +14,19 @@ what the session asks for, and answers from a script::
   ``("EXEC_SQL", "BEGIN")``; after a ``Connect`` the first 8 bytes must be
   the handshake, logged as ``("HANDSHAKE",)``.  ``writes`` keeps them
   grouped by write, to check what travels together.
-* ``RECV`` (None): the next step of the script: ``bytes`` are put into
-  ``session.decoder`` (``get_buffer`` / ``buffer_updated``, as the shells
-  do); ``Lost(why)`` throws ``ConnectionLostError(why)`` into the operation,
-  as a shell does on an I/O failure.  A RECV with the script used up fails
-  the test (the session waits for an answer the test did not expect).
+* ``RECV`` (None): the next step of the script: ``bytes`` (or ``Arrived``)
+  are put into ``session.decoder`` (``get_buffer`` / ``buffer_updated``, as
+  the shells do); ``Lost(why)`` throws ``ConnectionLostError(why)`` into the
+  operation, as a shell does on an I/O failure.  A RECV with the script used
+  up fails the test (the session waits for an answer the test did not expect).
 * ``SendSoon(data)``: logged like a send (``soon=True`` in ``writes``).
 * ``Connect(address, timeout)``: logged as ``("CONNECT", address)``;
   ``CLOSE`` as ``"CLOSE"``; ``CONNECTED`` as ``"CONNECTED"``;
   ``Sleep(s)`` as ``"SLEEP"`` (the seconds, jittered, go to ``sleeps``).
   A send or RECV while no connection is open gets ``ConnectionLostError``,
   as from the shells.
-* ``POLL``: nothing (the answers arrive only when the session receives).
+* ``POLL``: takes the next step if it is ``Arrived(bytes)`` (an answer that
+  is already there); otherwise nothing has arrived.
 * ``FindLeader(addresses, ...)``: logged as ``("FIND_LEADER", addresses)``;
   answered from ``leaders`` (address -> the leader it names, or an
   exception-like string starting with "error: ") as ``ProbeResult``s.
@@ -51,7 +52,7 @@ try:  # the wire bytes, written from protocol.md (tests/wirebytes.py)
 except ImportError:  # tests/ imported as a package
     from tests.wirebytes import describe_request, handshake, split_messages  # type: ignore[no-redef]
 
-__all__ = ["Lost", "Scripted", "Write", "fetch_all", "make_session", "new_cursor"]
+__all__ = ["Arrived", "Lost", "Scripted", "Write", "fetch_all", "make_session", "new_cursor"]
 
 #: What the session's generators yield to receive (dqlite._session.RECV).
 RECV = None
@@ -64,6 +65,13 @@ class Lost:
     why: str = "connection reset by peer"
 
 
+@dataclass(frozen=True)
+class Arrived:
+    """A script step: bytes already received when the session polls (``POLL``)."""
+
+    data: bytes
+
+
 @dataclass
 class Write:
     """One send of the session: the requests it held, as ``describe_request`` shows them."""
@@ -72,7 +80,7 @@ class Write:
     soon: bool = False  # a SendSoon: its answer is read with a later request's
 
 
-Step = bytes | Lost
+Step = bytes | Arrived | Lost
 
 
 @dataclass
@@ -122,7 +130,9 @@ class Scripted:
         elif type(request) is SendSoon:
             self._send(request.data, soon=True)
         elif request is POLL:
-            pass
+            if self.connected and self.script and isinstance(self.script[0], Arrived):
+                self.log.append("POLLED")
+                self._feed(self.script.pop(0).data)  # type: ignore[union-attr]
         elif request is CLOSE:
             self.log.append("CLOSE")
             self.connected = False
@@ -173,8 +183,12 @@ class Scripted:
             self.log.append("LOST")
             self.connected = False
             raise ConnectionLostError(step.why)
+        self._feed(step.data if isinstance(step, Arrived) else step)
+
+    def _feed(self, data: bytes) -> None:
+        """Put ``data`` into the session's decoder as a shell's receive does."""
         decoder = self.session.decoder
-        view = memoryview(step)
+        view = memoryview(data)
         while view:
             buffer = decoder.get_buffer(len(view))
             n = min(len(buffer), len(view))

@@ -13,15 +13,17 @@ import dqlite
 from dqlite.nodestore import NodeStore
 
 try:
-    from scripted import Lost, Scripted, fetch_all, make_session, new_cursor
+    from scripted import Arrived, Lost, Scripted, fetch_all, make_session, new_cursor
     from wirebytes import (
-        INTEGER, TEXT, db_message, failure_message, result_message, rows_message, server_message,
+        INTEGER, TEXT, db_message, empty_message, failure_message, result_message, rows_message, server_message,
         servers_message, stmt_message,
     )
 except ImportError:  # tests/ imported as a package
-    from tests.scripted import Lost, Scripted, fetch_all, make_session, new_cursor  # type: ignore[no-redef]
+    from tests.scripted import (  # type: ignore[no-redef]
+        Arrived, Lost, Scripted, fetch_all, make_session, new_cursor,
+    )
     from tests.wirebytes import (  # type: ignore[no-redef]
-        INTEGER, TEXT, db_message, failure_message, result_message, rows_message, server_message,
+        INTEGER, TEXT, db_message, empty_message, failure_message, result_message, rows_message, server_message,
         servers_message, stmt_message,
     )
 
@@ -328,3 +330,158 @@ def test_a_connection_lost_mid_result_raises_connection_lost_and_closes():
 
     assert server.log[-2:] == ["LOST", "CLOSE"]
     assert session.connected_to is None
+
+
+# -- more of the statement cache and the transactions --------------------------
+
+def test_an_evicted_statement_is_finalized_with_the_next_request_and_its_id_never_reused():
+    """protocol.md §8.1: a finalized id must never be used again."""
+    session, server = connected(autocommit=True, cached_statements=1)
+    cursor = new_cursor(session)
+    one, two = "SELECT 1 FROM t", "SELECT 2 FROM t"
+    server.answer(stmt_message(0, 0), rows_message(["1"], [[(INTEGER, 1)]]),
+                  stmt_message(1, 0), empty_message() + rows_message(["2"], [[(INTEGER, 2)]]),
+                  stmt_message(2, 0), empty_message() + rows_message(["1"], [[(INTEGER, 1)]]))
+
+    for sql in (one, two):
+        server.run(session.execute(cursor, sql, ()))
+    server.run(session.execute(cursor, one, ()))  # evicted by two: prepared again
+    # Preparing a statement evicts the oldest; its FINALIZE goes out with the next request.
+    assert [w.requests for w in server.writes] == [
+        [("PREPARE", one)], [("QUERY", 0, [])],
+        [("PREPARE", two)], [("FINALIZE", 0), ("QUERY", 1, [])],
+        [("PREPARE", one)], [("FINALIZE", 1), ("QUERY", 2, [])],
+    ]
+    assert fetch_all(server, cursor) == [(1,)]
+    assert not server.script
+
+
+def test_a_read_only_transaction_ends_without_waiting_and_the_next_begin_goes_ahead_with_it():
+    """commit() of a transaction that only read sends COMMIT and the next BEGIN
+    at once (SendSoon), and the next statement travels alone."""
+    session, server = connected()
+    cursor = new_cursor(session)
+    sql = "SELECT x FROM t"
+    server.answer(stmt_message(0, 0), result_message() + rows_message(["x"], [[(INTEGER, 1)]]))
+    server.run(session.execute(cursor, sql, ()))
+    assert session.in_transaction
+
+    server.run(session.commit())
+    assert not session.in_transaction
+    assert server.writes[-1].requests == [("EXEC_SQL", "COMMIT; BEGIN")] and server.writes[-1].soon
+    assert not server.script  # nothing was waited for
+
+    server.answer(Arrived(result_message()), rows_message(["x"], [[(INTEGER, 2)]]))
+    server.run(session.execute(cursor, sql, ()))
+
+    assert fetch_all(server, cursor) == [(2,)]
+    assert server.writes[-1].requests == [("QUERY", 0, [])]  # no BEGIN: it went ahead
+    assert session.in_transaction
+
+
+def test_auto_mode_starts_a_read_transaction_over_when_its_first_write_finds_the_lock_taken():
+    """README, transaction modes: AUTO rolls back, waits, and runs the write in a new transaction."""
+    session, server = connected(transaction_mode="AUTO")
+    cursor = new_cursor(session)
+    select = "SELECT x FROM t"
+    server.answer(stmt_message(0, 0), result_message() + rows_message(["x"], [[(INTEGER, 1)]]),
+                  stmt_message(1, 1), failure_message(5, "database is locked"),
+                  result_message(),                               # ROLLBACK
+                  result_message() + result_message(7, 1))        # BEGIN, the write
+    server.run(session.execute(cursor, select, ()))
+
+    server.run(session.execute(cursor, INSERT, (5,)))
+
+    exec_5 = ("EXEC", 1, [(INTEGER, 5)])
+    assert [w.requests for w in server.writes] == [
+        [("PREPARE", select)], [("EXEC_SQL", "BEGIN"), ("QUERY", 0, [])],
+        [("PREPARE", INSERT)], [exec_5],
+        [("EXEC_SQL", "ROLLBACK")],
+        [("EXEC_SQL", "BEGIN"), exec_5],
+    ]
+    assert server.log.index("SLEEP") > server.log.index(exec_5)
+    assert session.in_transaction and (cursor.rowcount, cursor.lastrowid) == (1, 7)
+    assert not server.script
+
+
+def test_deferred_mode_raises_a_stale_snapshot_at_the_first_write_instead_of_starting_over():
+    """The contrast with AUTO: DEFERRED leaves SQLITE_BUSY_SNAPSHOT to the application."""
+    session, server = connected(transaction_mode="DEFERRED")
+    cursor = new_cursor(session)
+    select = "SELECT x FROM t"
+    server.answer(stmt_message(0, 0), result_message() + rows_message(["x"], [[(INTEGER, 1)]]),
+                  stmt_message(1, 1), failure_message(517, "database is locked"),
+                  failure_message(1, "cannot start a transaction within a transaction"))
+    server.run(session.execute(cursor, select, ()))
+
+    with pytest.raises(dqlite.OperationalError, match="locked") as info:
+        server.run(session.execute(cursor, INSERT, (5,)))
+
+    assert info.value.code == 517
+    # After a failure that may have rolled the transaction back, a BEGIN asks
+    # whether it still exists (it fails inside one): it does, nothing else is sent.
+    assert [w.requests for w in server.writes][2:] == [
+        [("PREPARE", INSERT)], [("EXEC", 1, [(INTEGER, 5)])], [("EXEC_SQL", "BEGIN")],
+    ]
+    assert "SLEEP" not in server.log and session.in_transaction
+    assert not server.script
+
+
+def test_immediate_mode_sends_its_begin_alone_before_a_write():
+    session, server = connected(transaction_mode="IMMEDIATE")
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), result_message(), result_message(2, 1), result_message())
+
+    server.run(session.execute(cursor, INSERT, (5,)))
+    server.run(session.commit())
+
+    assert [w.requests for w in server.writes] == [
+        [("PREPARE", INSERT)],
+        [("EXEC_SQL", "BEGIN IMMEDIATE")],
+        [("EXEC", 1, [(INTEGER, 5)])],
+        [("EXEC_SQL", "COMMIT")],
+    ]
+
+
+def test_a_connection_lost_inside_a_transaction_loses_it_until_rollback():
+    session, server = connected()
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), result_message() + result_message(1, 1), stmt_message(1, 1), Lost())
+    server.run(session.execute(cursor, INSERT, (5,)))
+
+    with pytest.raises(dqlite.TransactionLostError):
+        server.run(session.execute(cursor, "UPDATE t SET x = ?", (6,)))
+    assert server.log[-2:] == ["LOST", "CLOSE"]
+    with pytest.raises(dqlite.TransactionLostError, match="call rollback"):
+        server.run(session.execute(cursor, INSERT, (7,)))  # refused before anything is sent
+    assert server.log[-1] == "CLOSE"
+
+    server.run(session.rollback())  # not connected: nothing to send
+    assert server.log[-1] == "CLOSE" and not session.in_transaction
+
+
+def test_the_next_statement_after_a_lost_connection_reconnects_and_prepares_again():
+    """Statement ids die with the connection (protocol.md §8 (a))."""
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), failure_message(10250, "not leader"))
+    with pytest.raises(dqlite.ConnectionLostError):
+        server.run(session.execute(cursor, INSERT, (5,)))
+    server.log.clear()
+    server.answer(server_message(1, A) + db_message(), stmt_message(1, 1), result_message(3, 1))
+
+    server.run(session.execute(cursor, INSERT, (6,)))
+
+    assert server.log == CONNECT_A + [("PREPARE", INSERT), ("EXEC", 1, [(INTEGER, 6)])]
+    assert session.connected_to == A and cursor.lastrowid == 3
+
+
+@pytest.mark.parametrize("sql, error", [
+    ("INSERT INTO t (x) VALUES (1) RETURNING id", dqlite.NotSupportedError),
+    ("SELECT 1; SELECT 2", dqlite.ProgrammingError),
+])
+def test_statements_refused_before_anything_is_sent(sql, error):
+    session, server = connected(autocommit=True)
+    with pytest.raises(error):
+        server.run(session.execute(new_cursor(session), sql, ()))
+    assert server.log == []
