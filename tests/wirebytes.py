@@ -221,7 +221,7 @@ def column_names(names: Sequence[str | bytes], *, ncols: int | None = None) -> b
     return u64(len(names) if ncols is None else ncols) + b"".join(text(n) for n in names)
 
 
-def rows_body(names: Sequence[str | bytes], rows: Iterable[Sequence[tuple[int, Any]]],
+def rows_body(names: Sequence[str | bytes], rows: Iterable[Sequence[Typed]],
               marker: bytes = DONE, *, ncols: int | None = None, encoded: bool = False) -> bytes:
     """A ROWS body (§1.6): column count, names, each row as (code, value) pairs, marker.
 
@@ -236,7 +236,7 @@ def rows_body(names: Sequence[str | bytes], rows: Iterable[Sequence[tuple[int, A
     return b"".join(out)
 
 
-def rows_message(names: Sequence[str | bytes], rows: Iterable[Sequence[tuple[int, Any]]],
+def rows_message(names: Sequence[str | bytes], rows: Iterable[Sequence[Typed]],
                  marker: bytes = DONE, **kwargs: Any) -> bytes:
     """A ROWS message (one batch): see ``rows_body`` for the arguments."""
     return message(ROWS, rows_body(names, rows, marker, **kwargs))
@@ -303,7 +303,7 @@ def handshake(version: int = PROTOCOL_VERSION) -> bytes:
     return u64(version)
 
 
-def params_tuple(params: Sequence[tuple[int, Any]], schema: int = 0) -> bytes:
+def params_tuple(params: Sequence[Typed], schema: int = 0) -> bytes:
     """A parameter tuple (§1.5): the count (u8, or u32 with schema 1), the type codes,
     padding to a word, then the values.  No parameters: no tuple at all (b"")."""
     if not params:
@@ -329,11 +329,11 @@ def prepare_request(sql: str, db_id: int = 0) -> bytes:
     return message(PREPARE, u64(db_id) + text(sql))
 
 
-def exec_request(stmt_id: int, params: Sequence[tuple[int, Any]] = (), *, schema: int = 0, db_id: int = 0) -> bytes:
+def exec_request(stmt_id: int, params: Sequence[Typed] = (), *, schema: int = 0, db_id: int = 0) -> bytes:
     return message(EXEC, u32(db_id) + u32(stmt_id) + params_tuple(params, schema), schema=schema)
 
 
-def query_request(stmt_id: int, params: Sequence[tuple[int, Any]] = (), *, schema: int = 0, db_id: int = 0) -> bytes:
+def query_request(stmt_id: int, params: Sequence[Typed] = (), *, schema: int = 0, db_id: int = 0) -> bytes:
     return message(QUERY, u32(db_id) + u32(stmt_id) + params_tuple(params, schema), schema=schema)
 
 
@@ -341,11 +341,11 @@ def finalize_request(stmt_id: int, db_id: int = 0) -> bytes:
     return message(FINALIZE, u32(db_id) + u32(stmt_id))
 
 
-def exec_sql_request(sql: str, params: Sequence[tuple[int, Any]] = (), *, schema: int = 0, db_id: int = 0) -> bytes:
+def exec_sql_request(sql: str, params: Sequence[Typed] = (), *, schema: int = 0, db_id: int = 0) -> bytes:
     return message(EXEC_SQL, u64(db_id) + text(sql) + params_tuple(params, schema), schema=schema)
 
 
-def query_sql_request(sql: str, params: Sequence[tuple[int, Any]] = (), *, schema: int = 0, db_id: int = 0) -> bytes:
+def query_sql_request(sql: str, params: Sequence[Typed] = (), *, schema: int = 0, db_id: int = 0) -> bytes:
     return message(QUERY_SQL, u64(db_id) + text(sql) + params_tuple(params, schema), schema=schema)
 
 
@@ -433,7 +433,7 @@ class BodyReader:
             raise ValueError(f"{len(self.body) - self.pos} trailing bytes")
 
 
-def parse_params(reader: BodyReader, schema: int, *, float_bits: bool = False) -> list[tuple[int, Any]]:
+def parse_params(reader: BodyReader, schema: int, *, float_bits: bool = False) -> list[Typed]:
     """The parameter tuple (§1.5) at the reader: [(type code, value)], [] if the body ended.
 
     ``float_bits``: FLOAT values as their 8 raw bytes (NaN payloads survive).
@@ -447,7 +447,7 @@ def parse_params(reader: BodyReader, schema: int, *, float_bits: bool = False) -
     reader.take(-(reader.pos - start) % 8)
     if any(reader.body[start + (4 if schema == 1 else 1) + n:reader.pos]):
         raise ValueError("non-zero padding after the type codes")
-    out: list[tuple[int, Any]] = []
+    out: list[Typed] = []
     for code in codes:
         if code in (INTEGER, UNIXTIME):
             out.append((code, reader.i64()))
