@@ -296,6 +296,26 @@ def test_executemany_releases_its_savepoint_and_sums_the_rowcount():
     assert cursor.rowcount == 2
 
 
+def test_executemany_whose_first_row_finds_the_lock_taken_waits_and_runs_the_whole_batch_again():
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    locked = failure_message(5, "database is locked")
+    server.answer(stmt_message(2, 1), result_message(), locked + locked, result_message() + result_message(),
+                  result_message(), result_message(1, 1) + result_message(2, 1), result_message())
+
+    server.run(session.executemany(cursor, INSERT, iter([(1,), (2,)])))  # an iterator: replayed, not re-read
+
+    rows = [("EXEC", 2, [(INTEGER, 1)]), ("EXEC", 2, [(INTEGER, 2)])]
+    savepoint = [("EXEC_SQL", "SAVEPOINT dqlite_executemany")]
+    assert [w.requests for w in server.writes] == [
+        [("PREPARE", INSERT)], savepoint, rows,
+        [("EXEC_SQL", "ROLLBACK TO dqlite_executemany"), ("EXEC_SQL", "RELEASE dqlite_executemany")],
+        savepoint, rows, [("EXEC_SQL", "RELEASE dqlite_executemany")],
+    ]
+    assert server.log.count("SLEEP") == 1 and cursor.rowcount == 2
+    assert not server.script
+
+
 # -- results in batches --------------------------------------------------------
 
 def test_a_result_in_two_batches_is_read_through_read_batch():
