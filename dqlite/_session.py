@@ -1,123 +1,59 @@
 """The connection's logic, once, for both the sync and the asyncio API.
 
-A ``Session`` decides what to send and how to read the answers: leader
-discovery, the statement cache, implicit transactions, pipelining, the
-classification of failures, the 1.11.1 hazard guards.  It does no I/O itself.
-Each operation is a generator that yields what it needs from the I/O shell
-(the idea of psycopg 3's generators):
+A ``Session`` decides what to send and how to read the answers: implicit
+transactions, pipelining, the statement cache, the 1.11.1 hazard guards.  It
+does no I/O itself: each operation is a generator that yields what it needs
+from the I/O shell (``dqlite._io`` lists the requests), and both shells drive
+the same generators.  Its parts, a module each:
 
-* ``bytes``: send them;
-* ``RECV`` (None): receive more bytes into the decoder;
-* ``POLL``: take in what has already arrived, without waiting (may do nothing);
-* ``CLOSE``: close the socket;
-* ``Connect(address, timeout)``: open a socket to a node (not handshaken),
-  and bound each wait by ``timeout`` until ``CONNECTED``;
-* ``CONNECTED``: the connection is set up; waits go back to the operation's timeout;
-* ``Sleep(seconds)``: wait (between leader discovery rounds);
-* ``FindLeader(addresses, timeout, preferred)``: ask every address for the
-  leader at once, each within ``timeout``; the shell sends back the answers
-  (``dqlite._probe.ProbeResult``s, in the order they came) as soon as a node
-  names itself (see ``dqlite._probe`` for ``preferred``), or when all have
-  answered;
-* ``SendSoon(data)``: send bytes whose answer nobody waits for now (it is
-  read ahead of the next request's).
-
-The shell (``dqlite.connection`` blocking, ``dqlite.aio`` asyncio) performs
-the request and resumes the generator; an I/O failure is thrown into the
-generator as ``ConnectionLostError``, where it is classified like any other.
+* ``dqlite._discovery``: finding the leader and connecting to it;
+* ``dqlite._statements``: classification, parameters, the prepared-statement cache;
+* ``dqlite._transaction``: the transaction's state and how the write lock is waited for;
+* ``dqlite._failures``: what a failure means (server messages, lost connections).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import random
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from ssl import SSLContext
-from typing import Any, NamedTuple, Union
+from typing import Any
 
 from dqlite import _sql
-from dqlite._protocol import MAX_PARAMS_SCHEMA0, Decoder, Encoder, encode_handshake
+from dqlite._discovery import LeaderDiscovery
+from dqlite._failures import (
+    LOCKED_CODES,
+    MAY_AUTO_ROLLBACK,
+    SQLITE_BUSY,
+    ServerSays,
+    answer_or_refusal,
+    is_connection_failure,
+    lost_error,
+)
+from dqlite._io import CLOSE, POLL, RECV, Op, Send, Sleep
+from dqlite._protocol import MAX_PARAMS_SCHEMA0, Decoder, Encoder
+from dqlite._statements import Prepared, StatementCache, as_params
+from dqlite._transaction import _OPEN, AHEAD, FRESH, LOST, READING, LockWait, Transaction
 from dqlite._wire import DEFAULT_BUSY_POLL, parse_address
-from dqlite.nodestore import NodeStore
 from dqlite.exceptions import (
-    LEADERSHIP_LOST_CODES,
-    NOT_LEADER_CODES,
     CommitOutcomeUnknownError,
     ConnectionLostError,
     DatabaseError,
-    DataError,
     Error,
-    IntegrityError,
     InterfaceError,
-    InternalError,
     NotSupportedError,
-    OperationalError,
     ProgrammingError,
     ProtocolError,
     TransactionLostError,
-    Warning,
 )
+from dqlite.nodestore import NodeStore
 
 log = logging.getLogger("dqlite")
 
-RECV = None
-
-
-class _Sentinel:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-CLOSE = _Sentinel("CLOSE")
-POLL = _Sentinel("POLL")
-CONNECTED = _Sentinel("CONNECTED")
-
-
-class Connect(NamedTuple):
-    address: str
-    timeout: float
-
-
-class Sleep(NamedTuple):
-    seconds: float
-
-
-class FindLeader(NamedTuple):
-    addresses: tuple[str, ...]
-    timeout: float
-    preferred: tuple[str, ...] = ()  # the given addresses: their answers win (dqlite._probe)
-
-
-class SendSoon(NamedTuple):
-    data: bytes
-
-
-#: What an operation generator yields and returns.
-Op = Generator[Any, None, Any]
-
-_HANDSHAKE = encode_handshake()
 _FAILURE = 0
 _RESULT = 6
 _ROWS = 7
-
-# Primary result codes after which SQLite may have rolled a transaction back
-# by itself (https://www.sqlite.org/lang_transaction.html, "Response To Errors").
-_MAY_AUTO_ROLLBACK = frozenset({4, 5, 7, 9, 10, 11, 13})
-
-SQLITE_BUSY = 5  # exactly: not SQLITE_BUSY_SNAPSHOT (517), which waiting cannot cure
-# Waits between attempts of a statement that found the database locked, in
-# seconds, then the last one repeated; each is drawn from 50% to 150% of its
-# step, so that waiters do not retry in step.  A dqlite server answers
-# SQLITE_BUSY at once, so the waiter polls: short steps let the lock pass on
-# soon after a commit, and keep a waiter among many from being starved by
-# the ones that retry more often.
-_BUSY_DELAYS = (0.0005, 0.001, 0.002, 0.005, 0.01)
 
 _EXECUTEMANY_SAVEPOINT = "dqlite_executemany"
 # EXECs in flight per window of executemany: large enough to keep the server
@@ -125,88 +61,37 @@ _EXECUTEMANY_SAVEPOINT = "dqlite_executemany"
 _PIPELINE_WINDOW = 512
 
 _EXEC_SQL_KINDS = frozenset({_sql.OTHER, _sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK, _sql.SAVEPOINT})
-
-#: How a transaction the driver begins by itself (PEP 249) takes the write lock.
-#: AUTO: reads share a snapshot and take no lock; the first write takes the
-#: lock, and if it cannot (another connection holds it, or committed since the
-#: snapshot), the transaction starts again from that write once the lock is
-#: free (see Session.execute).  DEFERRED: SQLite's BEGIN; such a first write
-#: fails with "database is locked".  IMMEDIATE / EXCLUSIVE: the lock is taken
-#: by the BEGIN, before the first statement.
-TRANSACTION_MODES = ("AUTO", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
-# Codes of a write that found the lock taken (SQLITE_BUSY) or its snapshot
-# stale (SQLITE_BUSY_SNAPSHOT): nothing of the statement ran.
-_LOCKED_CODES = frozenset({5, 517})
+_TRANSACTION_CONTROL = frozenset({_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK})
 # Kinds of statement that write (or may): any but a query, transaction
 # control and savepoints.
 _READ_OR_CONTROL_KINDS = frozenset({_sql.QUERY, _sql.EMPTY, _sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK, _sql.SAVEPOINT})
 
 
-def check_transaction_mode(mode: Any) -> str:
-    """``mode`` as one of TRANSACTION_MODES (any case), or InterfaceError."""
-    upper = mode.upper() if isinstance(mode, str) else None
-    if upper not in TRANSACTION_MODES:
-        raise InterfaceError(
-            f"transaction_mode must be one of {', '.join(TRANSACTION_MODES)}, not {mode!r}")
-    return upper
-
-
-class Prepared:
-    """A statement prepared on the current server connection."""
-
-    __slots__ = ("stmt_id", "nparams", "info")
-
-    def __init__(self, stmt_id: int, nparams: int, info: _sql.Statement) -> None:
-        self.stmt_id = stmt_id
-        self.nparams = nparams
-        self.info = info
-
-
-#: One parameter set: by position, or by name (see ``as_params``).
-Parameters = Union[Sequence[Any], Mapping[str, Any]]
-
-#: Parameter types ``Session.encode_cached_query`` (the query hot path) takes.
-HOT_PARAMS = frozenset({tuple, list, dict})
-
-
-def as_params(params: Any, info: _sql.Statement) -> Sequence[Any]:
-    """Check and normalise one parameter set for the statement ``info``.
-
-    A sequence binds by position (the qmark paramstyle); a mapping binds
-    named parameters (``:name``, ``@name``, ``$name``) by name, as sqlite3
-    does.
+class Result:
+    """What a statement gave: the rows of a query, which may still be
+    arriving (``done`` False: ``Session.read_batch`` reads the next batch),
+    or the effect of a write.  A cursor holds the one of its last statement.
     """
-    if type(params) is tuple or type(params) is list:
-        return params
-    if params is None:
-        return ()
-    if isinstance(params, Mapping):
-        return _bind_names(params, info.names)
-    if isinstance(params, (str, bytes, bytearray)) or not isinstance(params, Sequence):
-        raise ProgrammingError(
-            f"parameters must be a sequence (tuple or list), or a mapping for named parameters, "
-            f"not {type(params).__name__}")
-    return tuple(params)
 
+    __slots__ = ("description", "rows", "pos", "done", "rowcount", "lastrowid")
 
-def _bind_names(params: Mapping[str, Any], names: tuple[str | None, ...]) -> tuple:
-    values = []
-    for index, name in enumerate(names, 1):
-        if name is None:
-            raise ProgrammingError(
-                f"parameter {index} has no name (? or ?NNN), but the parameters are a mapping")
-        try:
-            values.append(params[name])
-        except KeyError:
-            raise ProgrammingError(f"no value for the named parameter {name!r}") from None
-    return tuple(values)
+    def __init__(self, description: tuple | None = None, rows: list | None = None, done: bool = True,
+                 rowcount: int = -1, lastrowid: int | None = None) -> None:
+        #: One 7-tuple per column for a query; None for any other statement.
+        self.description = description
+        self.rows: list = rows if rows is not None else []
+        self.pos = 0  # the rows before it were fetched
+        self.done = done
+        self.rowcount = rowcount
+        #: The rowid an INSERT or REPLACE made; None: the statement made none.
+        self.lastrowid = lastrowid
 
 
 _last_description: tuple = (None, None, None)
 
 
 def _description(columns: list[str], types: tuple[int, ...] | None) -> tuple:
-    """cursor.description for these columns; the last one is reused.
+    """The description of a result with these columns; the last one is reused.
 
     The decoder hands out the same ``columns`` list while the column names
     stay the same, so repeated executions of a statement build nothing.
@@ -221,169 +106,7 @@ def _description(columns: list[str], types: tuple[int, ...] | None) -> tuple:
     return description
 
 
-class ConnectionBase:
-    """What the sync and the asyncio connection share: the session's state."""
-
-    _session: Session
-
-    # PEP 249 optional extension: the exceptions as connection attributes.
-    Warning = Warning
-    Error = Error
-    InterfaceError = InterfaceError
-    DatabaseError = DatabaseError
-    DataError = DataError
-    OperationalError = OperationalError
-    IntegrityError = IntegrityError
-    InternalError = InternalError
-    ProgrammingError = ProgrammingError
-    NotSupportedError = NotSupportedError
-
-    #: Called as ``row_factory(cursor, row)`` for each row fetched (``row``
-    #: a tuple), as in sqlite3: ``dqlite.Row`` reads columns by name.  None
-    #: (the default): rows are tuples.  A cursor takes the value its
-    #: connection has when the cursor is made, and has its own attribute.
-    #: The fetch methods call it, never the protocol code: whatever it
-    #: raises reaches the caller of the fetch and leaves the connection as
-    #: it was.
-    row_factory: Callable[[Any, tuple], Any] | None = None
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__module__}.{type(self).__qualname__} {self._session.describe_state()}>"
-
-    @property
-    def database(self) -> str:
-        """The name of the open database."""
-        return self._session.database
-
-    @property
-    def leader(self) -> str | None:
-        """The address of the leader this connection talks to (None while disconnected)."""
-        return self._session.connected_to
-
-    @property
-    def in_transaction(self) -> bool:
-        """True while a transaction is open (like ``sqlite3.Connection.in_transaction``)."""
-        return self._session.in_transaction
-
-    @property
-    def closed(self) -> bool:
-        """True once ``close()`` was called."""
-        return self._session.closed
-
-    @property
-    def transaction_mode(self) -> str:
-        """How the transactions the driver begins take the write lock:
-        ``"AUTO"`` (the default), ``"DEFERRED"``, ``"IMMEDIATE"`` or
-        ``"EXCLUSIVE"`` (see ``connect``).  A new value applies from the next
-        transaction on."""
-        return self._session.transaction_mode
-
-    @transaction_mode.setter
-    def transaction_mode(self, mode: str) -> None:
-        self._session.set_transaction_mode(mode)
-
-
-class ResultState:
-    """The part of a cursor that holds a result; shared by both cursor classes."""
-
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection  # None once closed
-        self._owner = connection
-        #: See ``ConnectionBase.row_factory``.
-        self.row_factory: Callable[[Any, tuple], Any] | None = connection.row_factory
-        self._init_result()
-
-    @property
-    def connection(self) -> Any:
-        """The connection this cursor belongs to (PEP 249 extension)."""
-        return self._owner
-
-    def _check(self) -> Any:
-        connection = self._connection
-        if connection is None:
-            raise ProgrammingError("Cannot operate on a closed cursor.")
-        connection._session.check_open()
-        return connection
-
-    def __repr__(self) -> str:
-        state = "closed" if self._connection is None else f"rowcount={self._rowcount}"
-        return f"<{type(self).__module__}.{type(self).__qualname__} {state}>"
-
-    _rows: list
-    _pos: int
-    _done: bool
-    _description: tuple | None
-    _rowcount: int
-    _lastrowid: int | None
-    arraysize: int
-
-    @property
-    def description(self) -> tuple | None:
-        """One 7-tuple per result column (name, type_code, None x5), or None.
-
-        type_code is the wire type of the column in the first row (compare it
-        with dqlite.STRING, NUMBER, ...), or None for an empty result.
-        """
-        return self._description
-
-    @property
-    def rowcount(self) -> int:
-        """Rows changed by the last INSERT/UPDATE/DELETE/REPLACE (summed by executemany); else -1."""
-        return self._rowcount
-
-    @property
-    def lastrowid(self) -> int | None:
-        """The rowid of the last row inserted by ``execute`` of an INSERT or REPLACE."""
-        return self._lastrowid
-
-    def setinputsizes(self, sizes: Any) -> None:
-        """Does nothing (PEP 249 allows that)."""
-
-    def setoutputsize(self, size: Any, column: Any = None) -> None:
-        """Does nothing (PEP 249 allows that)."""
-
-    def _init_result(self) -> None:
-        self.arraysize = 1
-        self._description = None
-        self._rowcount = -1
-        self._lastrowid = None
-        self._rows = []
-        self._pos = 0
-        self._done = True
-
-    def _clear_result(self) -> None:
-        self._description = None
-        self._rowcount = -1
-        self._rows = []
-        self._pos = 0
-        self._done = True
-
-    def _set_result(self, lastrowid: int | None, rowcount: int) -> None:
-        self._lastrowid = lastrowid
-        self._rowcount = rowcount
-
-    def _set_rows(self, decoder: Decoder, rows: list, done: bool) -> None:
-        self._description = _description(decoder.columns or [], decoder.first_row_types)
-        self._rows = rows
-        self._pos = 0
-        self._done = done
-
-    def _take(self, size: int) -> list:
-        """Up to ``size`` rows from the current batch."""
-        pos = self._pos
-        out = self._rows[pos:pos + size]
-        self._pos = pos + len(out)
-        return out
-
-    def _take_rest(self) -> list:
-        """The rest of the current batch (the batch itself when none was taken)."""
-        out = self._rows[self._pos:] if self._pos else self._rows
-        self._rows = []
-        self._pos = 0
-        return out
-
-
-class Session:
+class Session(LeaderDiscovery):
     """The state and logic of one connection, minus the I/O (see the module doc)."""
 
     def __init__(
@@ -391,11 +114,11 @@ class Session:
         address: str | Sequence[str],
         database: str,
         *,
-        timeout: float,
-        autocommit: bool,
-        parse_datetimes: bool,
-        cached_statements: int,
-        max_message_size: int,
+        timeout: float = 10.0,
+        autocommit: bool = False,
+        parse_datetimes: bool = True,
+        cached_statements: int = 128,
+        max_message_size: int = 1 << 30,
         ssl: SSLContext | None = None,
         busy_timeout: float = 5.0,
         busy_poll: float = DEFAULT_BUSY_POLL,
@@ -419,52 +142,36 @@ class Session:
         self.node_store = node_store  # the cluster's members learned so far (dqlite.nodestore)
         self.database = database
         self.timeout = float(timeout)
-        self.busy_timeout = float(busy_timeout)
         self.busy_poll = float(busy_poll)
         self.autocommit = bool(autocommit)
-        self.set_transaction_mode(transaction_mode)
-        # AUTO: the savepoints made in the open transaction while it had only
-        # read, made again when it starts over (_restart_transaction).
-        self.savepoints_while_reading: list[str] = []
-        self.busy_deadline = 0.0  # when the wait of a statement that found the database locked ends
+        self.tx = Transaction(transaction_mode)
+        self.lock_wait = LockWait(float(busy_timeout))
         self.ssl = ssl
-        self.cached_statements = max(int(cached_statements), 1)
+        self.statements = StatementCache(cached_statements)
         self.encoder = Encoder()
         self.decoder = Decoder(max_message_size=max_message_size, parse_datetimes=parse_datetimes)
         self.connected_to: str | None = None   # the leader the socket is open to
         self.last_leader: str | None = None
-        self.statements: OrderedDict[str, Prepared] = OrderedDict()
-        self.classified: dict[str, _sql.Statement] = {}
-        self.to_finalize: list[int] = []
-        self.streaming: ResultState | None = None
-        self.in_transaction = False
-        self.transaction_wrote = False   # the open transaction ran more than queries
-        self.implicit_transaction = False  # the open (or last) transaction began by itself (PEP 249)
-        # A BEGIN went out with the end of the last read-only transaction
-        # (_end_read_only): the server holds an empty deferred transaction
-        # for the next statement.  Not ``in_transaction``: nothing ran in it.
-        self.begun_ahead = False
-        # The transaction was begun ahead and its first statement has not
-        # been answered: losing the connection now loses nothing of it.
-        self.transaction_fresh = False
-        self.unread = 0                  # answers owed by the server and not read yet
-        # The hot path's query went out before the answer to the BEGIN sent
-        # ahead (see take_owed).
-        self.query_behind_begin = False
-        self.transaction_lost: str | None = None
+        self.streaming: Result | None = None   # the result whose rows are still arriving
+        self.unread = 0                        # answers owed by the server and not read yet
         self.closed = False
         self.params32: bool | None = None
         self.barrier_run = False  # this connection's leader ran _barrier()
 
+    @property
+    def transaction_mode(self) -> str:
+        return self.tx.mode
+
     def set_transaction_mode(self, mode: str) -> None:
-        mode = check_transaction_mode(mode)
-        self.transaction_mode = mode
-        #: The implicit BEGIN.
-        self.begin_sql = "BEGIN" if mode in ("AUTO", "DEFERRED") else f"BEGIN {mode}"
-        # A deferred BEGIN takes no lock and no snapshot: it may go out ahead,
-        # with the end of the transaction before (_encode_end_read_only).  A
-        # BEGIN that takes the lock must wait for the statement it is for.
-        self.begins_ahead = mode in ("AUTO", "DEFERRED")
+        self.tx.set_mode(mode)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.tx.is_open
+
+    @property
+    def busy_timeout(self) -> float:
+        return self.lock_wait.timeout
 
     def describe_state(self) -> str:
         if self.closed:
@@ -484,34 +191,23 @@ class Session:
 
     def check_usable(self) -> None:
         self.check_open()
-        if self.transaction_lost is not None:
+        if self.tx.state is LOST:
             raise TransactionLostError(
-                f"the transaction was lost ({self.transaction_lost}); call rollback() before "
+                f"the transaction was lost ({self.tx.lost_reason}); call rollback() before "
                 f"using the connection again")
-
-    def classify(self, sql: str) -> _sql.Statement:
-        info = self.classified.get(sql)
-        if info is None:
-            if not isinstance(sql, str):
-                raise ProgrammingError(f"SQL must be a str, not {type(sql).__name__}")
-            info = _sql.classify(sql)
-            if len(self.classified) > 4096:
-                self.classified.clear()
-            self.classified[sql] = info
-        return info
 
     def mark_closed(self) -> None:
         """The application closed the connection (the shell closes the socket)."""
         self.closed = True
-        self.in_transaction = False
-        self.begun_ahead = False
+        self.tx.reset()
         self.streaming = None
         self.connected_to = None
         self.decoder.reset()
 
-    # -- low-level steps ---------------------------------------------------
+    # -- reading answers ---------------------------------------------------
 
-    def _read(self, reader) -> Op:
+    def _read(self, reader: Any) -> Op:
+        """One answer, decoded by ``reader`` (after the answers still owed)."""
         if self.unread:
             yield from self._read_unread()
         decoder = self.decoder
@@ -520,6 +216,7 @@ class Session:
         return reader()
 
     def _read_rows(self, out: list) -> Op:
+        """The next batch of a result into ``out``; True at its end."""
         if self.unread:
             yield from self._read_unread()
         decoder = self.decoder
@@ -550,7 +247,24 @@ class Session:
         else:
             decoder.skip()
 
-    def _take_arrived_unread(self) -> Op:
+    def _read_unread(self) -> Op:
+        """Consume the answers to requests sent without waiting: the ends of
+        read-only transactions (see _end_read_only), RESULT or FAILURE."""
+        decoder = self.decoder
+        while self.unread:
+            while (mtype := decoder.next_message()) < 0:
+                yield RECV
+            if mtype == _FAILURE:
+                # The end of a read-only transaction failed: nothing was at
+                # stake, but a BEGIN sent with it did not run.
+                self._ahead_failed()
+            elif mtype != _RESULT:
+                raise ProtocolError(
+                    f"expected the answer to the end of a transaction, got message type {mtype}")
+            decoder.skip()
+            self.unread -= 1
+
+    def _take_arrived(self) -> Op:
         """Consume the answers owed from earlier requests that have already arrived.
 
         Done before sending the next request: the blocking shell then reads
@@ -558,31 +272,26 @@ class Session:
         receive finds the new request's answers rather than these.
         """
         yield POLL
-        self.take_arrived()
-
-    def take_arrived(self) -> bool:
-        """The decoding half of ``_take_arrived_unread``, for a shell that
-        received (or polled) itself: skip the owed answers that arrived.
-
-        True when none is owed any more; False when the next message is
-        incomplete, or not such an answer (the usual path reads it).  A
-        failed one means the BEGIN sent with it did not run.
-        """
         decoder = self.decoder
         while self.unread:
             mtype = decoder.next_message()
             if mtype != _RESULT and mtype != _FAILURE:
-                return False
+                return  # not arrived whole (or not such an answer: _read_unread says so)
             if mtype == _FAILURE:
-                self.begun_ahead = False
-                if self.query_behind_begin:
-                    # The hot path's query went out behind that BEGIN, and
-                    # already joined its transaction: it ran alone.
-                    self.in_transaction = False
-                    self.transaction_fresh = False
+                self._ahead_failed()
             decoder.skip()
             self.unread -= 1
-        return True
+
+    def _ahead_failed(self) -> None:
+        if self.tx.state is AHEAD:
+            self.tx.drop_ahead()
+
+    def _read_finalizes(self, n: int) -> Op:
+        for _ in range(n):
+            # A refusal: an id the server already dropped, nothing to free.
+            yield from answer_or_refusal(self._read(self.decoder.read_empty))
+
+    # -- implicit transactions ---------------------------------------------
 
     def _settle_ahead(self, info: _sql.Statement | None) -> Op:
         """Before sending a statement: take in the answers that arrived, and
@@ -591,113 +300,46 @@ class Session:
         has not arrived yet.
         """
         if self.unread:
-            yield from self._take_arrived_unread()
-        if self.begun_ahead and (info is None or self.autocommit or self.in_transaction
-                                 or not self.begins_ahead
-                                 or info.kind in (_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK)):
-            self.begun_ahead = False
+            yield from self._take_arrived()
+        tx = self.tx
+        if tx.state is AHEAD and (info is None or self.autocommit or not tx.begins_ahead
+                                  or info.kind in _TRANSACTION_CONTROL):
+            tx.drop_ahead()
             self.encoder.exec_sql("ROLLBACK")
             yield self.encoder.take()
-            try:
-                yield from self._read(self.decoder.read_result)
-            except (ConnectionLostError, ProtocolError):
-                raise
-            except Error:
-                pass  # nothing had run in it
-
-    def _read_unread(self) -> Op:
-        """Consume the answers to requests sent without waiting (see _end_read_only)."""
-        n, self.unread = self.unread, 0
-        for _ in range(n):
-            try:
-                yield from self._discard_response()
-            except (ConnectionLostError, ProtocolError):
-                raise
-            except Error:
-                # The end of a read-only transaction: nothing was at stake.
-                # A BEGIN sent with it did not run.
-                self.begun_ahead = False
-
-    def _ensure_connected(self) -> Op:
-        if self.connected_to is None:
-            yield from self.connect()
-
-    def _unencode(self, to_finalize: list[int] | None) -> None:
-        """Undo a half-encoded request and what was queued ahead of it.
-
-        A parameter the encoder refuses must not leave the BEGIN or the
-        FINALIZEs queued before it in the buffer, to be sent with the next
-        request and answered out of step.
-        """
-        self.encoder.clear()
-        if to_finalize:
-            self.to_finalize = to_finalize
-
-    def _queue_finalizes(self) -> int:
-        """Encode FINALIZE for evicted statements; returns how many EMPTYs to read."""
-        n = len(self.to_finalize)
-        for stmt_id in self.to_finalize:
-            self.encoder.finalize(stmt_id)
-        self.to_finalize.clear()
-        return n
-
-    def _read_finalizes(self, n: int) -> Op:
-        for _ in range(n):
-            try:
-                yield from self._read(self.decoder.read_empty)
-            except (ConnectionLostError, ProtocolError):
-                raise
-            except Error:
-                pass  # an id the server already dropped: nothing to free
+            yield from answer_or_refusal(self._read(self.decoder.read_result))  # nothing had run in it
 
     def _needs_begin(self, info: _sql.Statement) -> bool:
         """PEP 249 semantics call for an implicit BEGIN before ``info``."""
-        return not (self.autocommit or self.in_transaction
-                    or info.kind in (_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK))
+        return not (self.autocommit or self.tx.is_open or info.kind in _TRANSACTION_CONTROL)
 
-    def _begin_alone_if_needed(self, info: _sql.Statement) -> Op:
+    def _begin_alone(self) -> Op:
         """A BEGIN that takes the lock (IMMEDIATE, EXCLUSIVE) goes out alone
         ahead of anything but a query: it fails when another connection holds
         the lock (SQLITE_BUSY; ``execute`` waits and runs it again), and a
         statement sent behind it would then run outside any transaction."""
-        if self.begins_ahead or info.kind == _sql.QUERY or not self._needs_begin(info):
-            return
-        self.encoder.exec_sql(self.begin_sql)
+        self.encoder.exec_sql(self.tx.begin_sql)
         yield self.encoder.take()
         yield from self._read(self.decoder.read_result)
-        self._began()
-
-    def _began(self) -> None:
-        """The implicit BEGIN took: the transaction is open."""
-        self.in_transaction = True
-        self.implicit_transaction = True
-        self.savepoints_while_reading.clear()
-        if not self.begins_ahead:
-            # It holds the write lock, which commit() must see released.
-            self.transaction_wrote = True
+        self.tx.begun(implicit=True)
 
     def _begin_if_needed(self, info: _sql.Statement) -> bool:
         """Encode the implicit BEGIN when PEP 249 semantics call for one."""
         if not self._needs_begin(info):
             return False
-        if self.begun_ahead and not self.unread:
-            # The BEGIN sent ahead took (its answer is in): the server's
-            # transaction is open already.
-            self._join_begun_ahead()
-            return False
-        # If a BEGIN sent ahead has no answer yet, send BEGIN again rather
-        # than wait: if the one sent ahead took, this one fails harmlessly
-        # ("within a transaction", see _send_with_prologue).
-        self.implicit_transaction = True
-        self.begun_ahead = False
-        self.encoder.exec_sql(self.begin_sql)
+        tx = self.tx
+        if tx.state is AHEAD:
+            if not self.unread:
+                # The BEGIN sent ahead took (its answer is in): the server's
+                # transaction is open already.
+                tx.join_ahead()
+                return False
+            # Its answer is not in yet: send BEGIN again rather than wait.
+            # If the one sent ahead took, this one fails harmlessly
+            # ("within a transaction", see _send_with_prologue).
+            tx.drop_ahead()
+        self.encoder.exec_sql(tx.begin_sql)
         return True
-
-    def _join_begun_ahead(self) -> None:
-        """The next statement runs in the transaction begun ahead (_end_read_only)."""
-        self._began()
-        self.begun_ahead = False
-        self.transaction_fresh = True
 
     def _send_with_prologue(self, nfin: int, begin: bool) -> Op:
         """Send what is encoded, then read the FINALIZE and BEGIN answers ahead of the statement's."""
@@ -705,42 +347,23 @@ class Session:
         if nfin:
             yield from self._read_finalizes(nfin)
         if begin:
-            try:
-                yield from self._read(self.decoder.read_result)
-            except (ConnectionLostError, ProtocolError):
-                raise
-            except Error as exc:
-                if "within a transaction" not in str(exc):
-                    yield from self._discard_response()
-                    raise
-                # The server had a transaction open already: we are in it.
-            self._began()
+            refusal = yield from answer_or_refusal(self._read(self.decoder.read_result))
+            if isinstance(refusal, Error) and not ServerSays.ALREADY_IN_TRANSACTION.matches(refusal):
+                yield from self._discard_response()
+                raise refusal
+            # (Refused as "within a transaction": the server had one open already, we are in it.)
+            self.tx.begun(implicit=True)
 
     def _track_transaction_control(self, info: _sql.Statement) -> None:
         kind = info.kind
         if kind == _sql.BEGIN:
-            self.in_transaction = True
-            self.implicit_transaction = False
             # A write lock taken up front must be released before commit()
             # returns: such a transaction counts as writing.
-            self.transaction_wrote = info.takes_write_lock
-        elif kind in (_sql.COMMIT, _sql.ROLLBACK):
-            self.in_transaction = False
-            self.transaction_wrote = False
+            self.tx.begun(implicit=False, locks=info.takes_write_lock)
+        elif kind == _sql.COMMIT or kind == _sql.ROLLBACK:
+            self.tx.ended()
 
     # -- failure handling --------------------------------------------------
-
-    @staticmethod
-    def is_connection_failure(exc: Error) -> bool:
-        code = exc.code
-        return (
-            isinstance(exc, (ConnectionLostError, ProtocolError))
-            or code in NOT_LEADER_CODES
-            or code in LEADERSHIP_LOST_CODES
-            # 12: "no database opened" / "no statement with the given id": the
-            # server dropped this session's state when leadership moved.
-            or code == 12
-        )
 
     def lost(self, exc: Error, *, writing: bool) -> Error:
         """Forget the server session; the exception to raise for ``exc``.
@@ -750,41 +373,18 @@ class Session:
         """
         self.connected_to = None
         self.streaming = None
-        self.statements.clear()
-        self.to_finalize.clear()
+        self.statements.forget()
         self.unread = 0
-        self.transaction_wrote = False
-        self.begun_ahead = False
-        self.query_behind_begin = False
-        if self.transaction_fresh:
-            # Nothing of the transaction begun ahead had run: no transaction lost.
-            self.in_transaction = False
-            self.transaction_fresh = False
         self.decoder.reset()
-        code = exc.code
-        message = str(exc)
-        # A FAILURE answer means the request was refused before it ran, except
-        # "leadership lost", which can come after the write was replicated.
-        # No answer at all (socket error, timeout, bad bytes) tells nothing.
-        outcome_unknown = code is None or code in LEADERSHIP_LOST_CODES
-        if writing and outcome_unknown:
-            self.in_transaction = False
-            new: Error = CommitOutcomeUnknownError(
-                f"the outcome of the commit is unknown ({message}); it was not retried",
-                code=code, server_message=exc.server_message)
-        elif self.in_transaction:
-            self.in_transaction = False
-            self.transaction_lost = message
-            new = TransactionLostError(
-                f"the transaction was lost ({message}); nothing of it was committed. "
-                f"Call rollback() before using the connection again",
-                code=code, server_message=exc.server_message)
-        elif isinstance(exc, ProtocolError):
-            new = exc
-        else:
-            new = ConnectionLostError(message, code=code, server_message=exc.server_message)
-        log.warning("dqlite connection lost: %s", message)
-        return new
+        tx = self.tx
+        had_statements = tx.connection_lost()
+        error = lost_error(exc, writing=writing, in_transaction=had_statements)
+        if isinstance(error, CommitOutcomeUnknownError):
+            tx.ended()
+        elif had_statements:
+            tx.lose(str(exc))
+        log.warning("dqlite connection lost: %s", exc)
+        return error
 
     def _guarded(self, op: Op, *, writing: bool) -> Op:
         """Run ``op``; turn connection failures into the right exception."""
@@ -801,191 +401,71 @@ class Session:
         socket closed); after a server error inside a transaction, the
         transaction is checked.  Returns normally when ``exc`` stands.
         """
-        if self.is_connection_failure(exc):
+        if is_connection_failure(exc):
             error = self.lost(exc, writing=writing and not isinstance(exc, ProtocolError))
             yield CLOSE
             raise error from exc
         if isinstance(exc, DatabaseError):
             yield from self._after_statement_error(exc)
 
+    def _broken(self, exc: Exception, writing: bool) -> Op:
+        """Something that is no dqlite ``Error`` (a MemoryError, a bug) stopped
+        an operation at an unknown point: the socket may hold the rest of an
+        answer, never to be taken for the next request's.  Drop it, as a lost
+        connection; the caller raises ``exc``."""
+        self.lost(ConnectionLostError(f"the operation failed midway: {exc!r}"), writing=writing)
+        yield CLOSE
+
     def _after_statement_error(self, exc: Error) -> Op:
         """After a server error inside a transaction, check the transaction survived."""
-        if not self.in_transaction or exc.code is None or (exc.code & 0xFF) not in _MAY_AUTO_ROLLBACK:
+        if not self.tx.is_open or exc.code is None or (exc.code & 0xFF) not in MAY_AUTO_ROLLBACK:
             return
         # BEGIN fails inside a transaction and succeeds outside one: if it
-        # succeeds, SQLite rolled ours back.
+        # succeeds, SQLite rolled ours back (and the server holds the probe's).
         self.encoder.exec_sql("BEGIN")
         yield self.encoder.take()
-        try:
-            yield from self._read(self.decoder.read_result)
-        except DatabaseError:
-            return
-        self.transaction_lost = f"SQLite rolled the transaction back after: {exc}"
+        if isinstance((yield from answer_or_refusal(self._read(self.decoder.read_result))), Error):
+            return  # refused: ours is still open
+        self.tx.lose(f"SQLite rolled the transaction back after: {exc}", server_open=True)
 
-    # -- connecting --------------------------------------------------------
+    def _busy_delay(self, exc: Error, attempt: int, stale_snapshot_too: bool = False) -> float | None:
+        """How long to wait before running again a statement that failed with
+        ``exc`` (after ``_failed`` handled it), or None to raise ``exc``.
 
-    def connect(self) -> Op:
-        """Find the leader, connect to it and open the database.
-
-        The first round tries the leader last found (by this connection, or
-        by any other to the same cluster: the node store).  Otherwise, and in
-        later rounds, every candidate (the addresses given, then the members
-        the node store knows) is asked at once, and the database is opened
-        on the leader they name, unless it could not be reached itself.
+        SQLITE_BUSY means another connection holds the write lock and the
+        statement did nothing: like sqlite3's ``timeout``, wait for the lock
+        up to ``busy_timeout`` seconds in all.  Not after SQLite rolled the
+        transaction back (``_failed`` checked), nor on a stale read snapshot
+        (SQLITE_BUSY_SNAPSHOT, a different code) unless ``stale_snapshot_too``:
+        the caller then starts the transaction over.
         """
-        deadline = time.monotonic() + self.timeout
-        store = self.node_store
-        delay = 0.01
-        errors: dict[str, str] = {}
-        # Addresses that failed in an earlier round (as the hint, or not
-        # answering the search): asked only with the others from then on.
-        failed: set[str] = set()
-        while True:
-            given = self.addresses
-            candidates = list(dict.fromkeys([*given, *(store.members(given) if store is not None else ())]))
-            # The leader last found by any connection to this cluster, or by this one.
-            hint = (store.leader(given) if store is not None else None) or self.last_leader
-            if hint in failed:
-                hint = None
-            # Each node gets a share of the time: a frozen or partitioned node
-            # (often the last known leader) must not use up the whole budget.
-            attempt = max(self.timeout / len(candidates), min(self.timeout, 0.5))
-            tried: set[str] = set()
-            if hint is not None:
-                tried.add(hint)
-                if (yield from self._try_leader(hint, deadline, attempt, errors, hops=1)):
-                    return
-                failed.add(hint)
-            to_ask = tuple(a for a in candidates if a not in tried)
-            if hint is None and len(to_ask) == 1:
-                # One node to ask: asking it to open the database asks it who leads.
-                tried.add(to_ask[0])
-                if (yield from self._try_leader(to_ask[0], deadline, attempt, errors, hops=1)):
-                    return
-            elif to_ask:
-                remaining = max(deadline - time.monotonic(), 0.05)
-                # The shell sends the answers in (Op's send type is None elsewhere).
-                # The given addresses' answers win (dqlite._probe), unless they
-                # failed before: a frozen node costs its share of the time once.
-                preferred = tuple(a for a in given if a not in failed)
-                answers: Any = yield FindLeader(to_ask, min(remaining, attempt), preferred)
-                # A deposed leader that died is still named by the others until
-                # they elect a new one: not worth its share of the time again.
-                unreachable = {a.address for a in answers if a.error is not None}
-                failed |= unreachable
-                for leader in self._named_leaders(answers, errors):
-                    if leader in tried or leader in unreachable:
-                        continue
-                    tried.add(leader)
-                    if (yield from self._try_leader(leader, deadline, attempt, errors, hops=0)):
-                        return
-            if time.monotonic() + delay >= deadline:
-                tried_text = "; ".join(f"{a}: {why}" for a, why in errors.items())
-                raise OperationalError(
-                    f"could not connect to the dqlite leader within {self.timeout:g}s ({tried_text})")
-            yield Sleep(delay)
-            delay = min(delay * 2, 0.5)
-
-    def _named_leaders(self, answers: Sequence[Any], errors: dict[str, str]) -> list[str]:
-        """The leaders ``FindLeader``'s answers name, the likeliest first: a
-        node naming itself, then the nodes named by the given addresses, then
-        by stored members (which might, in time, have become another
-        cluster's)."""
-        given = set(self.addresses)
-        ranked: list[tuple[int, str]] = []
-        for answer in answers:
-            address, leader, error = answer
-            if error is not None:
-                errors[address] = error
-            elif not leader:
-                errors[address] = "knows no leader"
-            else:
-                ranked.append(((leader != address) * 2 + (address not in given), leader))
-        ranked.sort(key=lambda r: r[0])
-        return list(dict.fromkeys(leader for _, leader in ranked))
-
-    def _try_leader(self, address: str, deadline: float, attempt: float, errors: dict[str, str],
-                    hops: int) -> Op:
-        """Open the database on ``address`` if it leads (or on the leader it
-        names, ``hops`` times); True once connected."""
-        try:
-            leader = yield from self._open_on_leader(address, deadline, attempt, hops)
-        except Error as exc:
-            yield CLOSE
-            errors[address] = str(exc)
-            return False
-        if leader is None:
-            errors[address] = "not the leader, and its leader could not be reached"
-            return False
-        self.connected_to = self.last_leader = leader
-        self.barrier_run = False
-        self.statements.clear()
-        self.to_finalize.clear()
-        log.debug("connected to leader %s, database %r", leader, self.database)
-        return True
-
-    def _open_on_leader(self, address: str, deadline: float, attempt: float, hops: int = 1) -> Op:
-        """Connect to ``address``; if it leads, open the database there.
-
-        The handshake, LEADER, OPEN and CLUSTER travel in one write: on the
-        leader the connection is ready after one round trip, and the
-        cluster's members are learned for the node store on the way.
-        Returns the leader's address, or None (with the socket closed) if it
-        could not be reached.  Until CONNECTED, the shell bounds each wait
-        by ``attempt`` seconds.
-        """
-        remaining = max(deadline - time.monotonic(), 0.05)
-        self.decoder.reset()
-        self.unread = 0
-        yield Connect(address, min(remaining, attempt))
-        enc = self.encoder
-        enc.clear()
-        enc.leader()
-        enc.open(self.database)
-        store = self.node_store
-        if store is not None:
-            enc.cluster(1)
-        yield _HANDSHAKE + enc.take()
-        _, leader = yield from self._read(self.decoder.read_server)
-        if leader == address:
-            yield from self._read(self.decoder.read_db)
-            if store is not None:
-                yield from self._learn_members(store, address)
-            yield CONNECTED
-            return address
-        yield CLOSE
-        if leader and hops > 0:
-            return (yield from self._open_on_leader(leader, deadline, attempt, hops - 1))
-        return None
-
-    def _learn_members(self, store: NodeStore, leader: str) -> Op:
-        """Read the leader's CLUSTER answer into the node store."""
-        try:
-            members = yield from self._read(self.decoder.read_servers)
-        except (ConnectionLostError, ProtocolError):
-            raise
-        except Error as exc:  # refused: the store keeps what it knew
-            log.debug("CLUSTER failed on %s: %s", leader, exc)
-            return
-        store.learn(self.addresses, members, leader)
+        if not (exc.code == SQLITE_BUSY or (stale_snapshot_too and exc.code in LOCKED_CODES)):
+            return None
+        if self.tx.state is LOST or self.connected_to is None:
+            return None
+        return self.lock_wait.next_delay(attempt)
 
     # -- statements --------------------------------------------------------
 
+    def _ensure_connected(self) -> Op:
+        if self.connected_to is None:
+            yield from self.connect()
+
     def _prepare(self, sql: str, info: _sql.Statement) -> Op:
         """The cached prepared statement for ``sql``, preparing it if needed."""
-        prepared = self.statements.get(sql)
+        statements = self.statements
+        prepared = statements.get(sql)
         if prepared is not None:
-            self.statements.move_to_end(sql)
             return prepared
         yield from self._ensure_connected()
-        nfin = self._queue_finalizes()
+        nfin, _ = statements.encode_finalizes(self.encoder)
         self.encoder.prepare(sql)
         yield self.encoder.take()
         yield from self._read_finalizes(nfin)
         try:
             stmt_id, nparams = yield from self._read(self.decoder.read_stmt)
         except DatabaseError as exc:
-            if exc.code != 1 or not str(exc).startswith("no such") or self.barrier_run:
+            if not ServerSays.NO_SUCH_OBJECT.matches(exc) or self.barrier_run:
                 raise
             # A 1.11 leader prepares without a raft barrier: just elected, it
             # may not have applied what was committed before (a table created
@@ -997,11 +477,7 @@ class Session:
             yield self.encoder.take()
             stmt_id, nparams = yield from self._read(self.decoder.read_stmt)
         prepared = Prepared(stmt_id, nparams, info)
-        self.statements[sql] = prepared
-        if len(self.statements) > self.cached_statements:
-            _, evicted = self.statements.popitem(last=False)
-            # Finalized with the next request; the id is never used again (§8.1).
-            self.to_finalize.append(evicted.stmt_id)
+        statements.add(sql, prepared)
         return prepared
 
     def _barrier(self) -> Op:
@@ -1041,192 +517,89 @@ class Session:
         self.encoder.query_sql("SELECT ?", (1,), True)
         yield self.encoder.take()
         rows: list = []
-        try:
+
+        def read_all() -> Op:
             while not (yield from self._read_rows(rows)):
                 pass
             self.decoder.end_result()
-            self.params32 = rows == [(1,)]
-        except (ConnectionLostError, ProtocolError):
-            raise
-        except Error:
-            self.params32 = False
 
-    def encode_cached_query(self, sql: str, params: Any) -> bool:
-        """The hot path of ``execute``, for a shell that does the I/O itself.
+        refusal = yield from answer_or_refusal(read_all())
+        self.params32 = not isinstance(refusal, Error) and rows == [(1,)]
 
-        When ``sql`` is a query whose statement is prepared on the current
-        connection and nothing has to go before it (no BEGIN to send, no
-        result streaming, no statement to finalize, no parameter count to
-        check), encode its QUERY and return True: the shell sends it; if
-        answers are owed (``unread``), it takes them with ``take_owed``
-        first; it decodes the ROWS answer up to a first row (or the end)
-        and hands the rows to ``take_query_rows``, or an ``Error`` to
-        ``query_failed`` before raising it: what ``execute`` does on this
-        path.  Otherwise encode nothing and return False: the shell runs
-        ``execute``.  ``params`` is a tuple, a list or a dict (``as_params``).
-        """
-        # A statement is only prepared after execute checked its SQL (a
-        # single statement, no RETURNING); its info says QUERY only if it
-        # was classified so.  ``closed`` implies ``connected_to is None``.
-        # Answers still owed come from the end of the last transaction
-        # (_end_read_only): the query goes out behind it (see take_owed).
-        if (self.connected_to is None or self.streaming is not None
-                or self.to_finalize or self.transaction_lost is not None):
-            return False
-        begun_ahead = self.begun_ahead
-        if begun_ahead:
-            if self.autocommit or self.in_transaction or not self.begins_ahead:
-                return False  # _settle_ahead ends that transaction first
-        elif not (self.in_transaction or self.autocommit):
-            return False  # a BEGIN goes first
-        prepared = self.statements.get(sql)
-        if prepared is None:
-            return False
-        if type(params) is dict:
-            params = _bind_names(params, prepared.info.names)
-        if (prepared.info.kind != _sql.QUERY or len(params) != prepared.nparams
-                or prepared.nparams > MAX_PARAMS_SCHEMA0):
-            return False
-        self.statements.move_to_end(sql)
-        try:
-            self.encoder.query(prepared.stmt_id, params, False)
-        except BaseException:
-            self.encoder.clear()
-            raise
-        # The query is the first statement of the transaction begun ahead,
-        # whose BEGIN may not be answered yet: take_owed checks that it ran.
-        self.query_behind_begin = begun_ahead and self.unread > 0
-        if begun_ahead:
-            self._join_begun_ahead()
-        return True
-
-    def take_owed(self) -> bool | None:
-        """After ``encode_cached_query``'s query went out while answers were
-        owed (``unread``): take those that arrived, ahead of the query's own.
-
-        None: some have not arrived (receive, and call again).  True: the
-        query's answer is next.  False: the BEGIN sent ahead did not run (the
-        end of the last transaction failed), so the query ran outside any
-        transaction; its answer is owed now, to be discarded, and the shell
-        runs ``execute``, which runs the query again in a transaction.
-        """
-        if not self.take_arrived():
-            mtype = self.decoder.next_message()
-            if mtype < 0:
-                return None
-            raise ProtocolError(f"expected the answer to the end of a transaction, got message type {mtype}")
-        ran_alone = self.query_behind_begin and not self.in_transaction
-        self.query_behind_begin = False
-        if ran_alone:
-            self.unread = 1
-            return False
-        return True
-
-    def take_query_rows(self, cursor: ResultState, rows: list, done: bool) -> None:
-        """The end of ``encode_cached_query``'s path: the answer's first rows.
-
-        ``rows`` holds the first batch with a row (or the whole result);
-        ``done``: it was the last.
-        """
-        decoder = self.decoder
-        if not decoder.columns:
-            raise ProtocolError("server answered a query with a result of no columns")
-        self.transaction_fresh = False
-        cursor._set_rows(decoder, rows, done)
-        cursor._rowcount = -1
-        if done:
-            decoder.end_result()
-        else:
-            self.streaming = cursor
-
-    def query_failed(self, exc: Error) -> Op:
-        """The end of ``encode_cached_query``'s path when the answer is ``exc``."""
-        try:
-            yield from self._failed(exc, False)
-        finally:
-            self.transaction_fresh = False
-
-    def execute(self, cursor: ResultState, sql: str, params: Any) -> Op:
-        """Run one statement with one parameter set (see ``as_params``); its result lands in ``cursor``."""
-        self.check_usable()
-        info = self.classify(sql)
-        params = as_params(params, info)
+    def execute(self, sql: str, params: Any) -> Op:
+        """Run one statement with one parameter set (see ``as_params``); returns its ``Result``."""
+        tx = self.tx
+        if self.closed or tx.state is LOST:
+            self.check_usable()  # raises
+        info = self.statements.classify(sql)
+        if type(params) is not tuple and type(params) is not list:
+            params = as_params(params, info)
+        kind = info.kind
         if info.has_tail:
             raise ProgrammingError("You can only execute one statement at a time.")
-        if info.kind == _sql.EMPTY:
-            cursor._set_result(cursor._lastrowid, -1)
-            return
-        if info.kind == _sql.DML_RETURNING:
+        if kind == _sql.EMPTY:
+            return Result()
+        if kind == _sql.DML_RETURNING:
             raise NotSupportedError(
                 "INSERT/UPDATE/DELETE ... RETURNING is not supported: dqlite 1.11 servers abort "
                 "when a write runs through a query request; run the write and a SELECT instead")
         if self.streaming is not None:
             yield from self.finish_stream()
-        kind = info.kind
-        only_read = self._only_read()
-        # The transaction's first write may start it over (AUTO).
-        restartable = only_read and kind not in _READ_OR_CONTROL_KINDS
-        # A savepoint writes nothing: it is made again if the transaction starts over.
-        keeps_savepoint = only_read and kind == _sql.SAVEPOINT
-        if kind != _sql.QUERY and not keeps_savepoint:
-            self.transaction_wrote = True
+        writes = kind not in _READ_OR_CONTROL_KINDS
+        # The transaction's first write may start it over (AUTO); a savepoint
+        # writes nothing, and is made again if it does.
+        restartable = (writes or kind == _sql.SAVEPOINT) and tx.restartable(self.autocommit)
         # A write outside any transaction commits by itself: losing the
         # connection after sending it leaves its outcome unknown.
-        writing = kind == _sql.COMMIT or (
-            kind != _sql.QUERY and self.autocommit and not self.in_transaction)
+        writing = kind == _sql.COMMIT or (kind != _sql.QUERY and self.autocommit and not tx.is_open)
         attempt = 0
         while True:
             try:
-                yield from self._execute(cursor, sql, info, params)
-                if keeps_savepoint and self.in_transaction:
-                    self.savepoints_while_reading.append(sql)
-                return
+                result = yield from self._execute(sql, info, params)
             except Error as exc:
-                if restartable and exc.code in _LOCKED_CODES:
+                if restartable and writes and exc.code in LOCKED_CODES:
                     delay = self._busy_delay(exc, attempt, stale_snapshot_too=True)
                     if delay is not None:
+                        # Roll back first: the wait holds no snapshot.
                         attempt += 1
-                        yield Sleep(delay)
                         yield from self._guarded(self._restart_transaction(), writing=False)
-                        self.transaction_wrote = True
+                        yield Sleep(delay)
                         continue
                 yield from self._failed(exc, writing)
+                tx.statement_ran(writes)  # a write that failed may hold the lock
                 delay = self._busy_delay(exc, attempt)
                 if delay is None:
                     raise
-            finally:
-                self.transaction_fresh = False
-            attempt += 1
-            yield Sleep(delay)
-
-    def _only_read(self) -> bool:
-        """AUTO mode, and the transaction the next statement runs in is one
-        the driver began and has run nothing but queries and savepoints so
-        far, or has yet to begin: starting it over loses nothing."""
-        if self.transaction_mode != "AUTO" or self.autocommit:
-            return False
-        if self.in_transaction:
-            return self.implicit_transaction and not self.transaction_wrote
-        return True
+                attempt += 1
+                yield Sleep(delay)
+                continue
+            except Exception as exc:
+                yield from self._broken(exc, writing)
+                raise
+            if writes or tx.state is FRESH:
+                tx.statement_ran(writes)
+            elif restartable and tx.state is READING:
+                tx.savepoints.append(sql)
+            return result
 
     def _restart_transaction(self) -> Op:
         """AUTO: the transaction's first write found the database locked, or
-        its read snapshot stale (``_only_read`` held).  Roll the transaction
-        back and begin it again with the savepoints it had made: the write
-        then runs again in a transaction that has no snapshot yet, so it
-        takes the write lock or finds it taken, and never a stale snapshot.
-        What the transaction read before is not read again.
+        its read snapshot stale (``Transaction.restartable`` held).  Roll the
+        transaction back and begin it again with the savepoints it had made:
+        the write then runs again in a transaction that has no snapshot yet,
+        so it takes the write lock or finds it taken, and never a stale
+        snapshot.  What the transaction read before is not read again.
         """
+        tx = self.tx
         enc = self.encoder
         answers = 0
-        if self.in_transaction:
+        if tx.is_open:
             enc.exec_sql("ROLLBACK")
             answers += 1
-        self.in_transaction = False
-        self.transaction_wrote = False
-        savepoints = self.savepoints_while_reading[:]
+        tx.ended()
+        savepoints = tx.savepoints[:]
         if savepoints:
-            enc.exec_sql(self.begin_sql)
+            enc.exec_sql(tx.begin_sql)
             for statement in savepoints:
                 enc.exec_sql(statement)
             answers += 1 + len(savepoints)
@@ -1236,77 +609,44 @@ class Session:
         yield enc.take()
         failure: Error | None = None
         for _ in range(answers):
-            try:
-                yield from self._read(self.decoder.read_result)
-            except (ConnectionLostError, ProtocolError):
-                raise
-            except Error as exc:
-                if failure is None and "no transaction is active" not in str(exc):
-                    failure = exc
+            refusal = yield from answer_or_refusal(self._read(self.decoder.read_result))
+            if isinstance(refusal, Error) and failure is None and not ServerSays.NO_TRANSACTION.matches(refusal):
+                failure = refusal
         if failure is not None:
-            self.transaction_lost = f"it could not be begun again after the database was locked: {failure}"
-            raise TransactionLostError(f"the transaction was lost ({self.transaction_lost})",
+            tx.lose(f"it could not be begun again after the database was locked: {failure}")
+            raise TransactionLostError(f"the transaction was lost ({tx.lost_reason})",
                                        code=failure.code, server_message=failure.server_message)
         if savepoints:
-            self._began()
-            self.savepoints_while_reading = savepoints
+            tx.begun(implicit=True)
+            tx.savepoints = savepoints
 
-    def _busy_delay(self, exc: Error, attempt: int, stale_snapshot_too: bool = False) -> float | None:
-        """How long to wait before running again a statement that failed with
-        ``exc`` (after ``_failed`` handled it), or None to raise ``exc``.
-
-        SQLITE_BUSY means another connection holds the write lock and the
-        statement did nothing: like sqlite3's ``timeout``, wait for the lock
-        up to ``busy_timeout`` seconds in all.  Not after SQLite rolled the
-        transaction back (``_failed`` checked), nor on a stale read snapshot
-        (SQLITE_BUSY_SNAPSHOT, a different code) unless ``stale_snapshot_too``:
-        the caller then starts the transaction over.
-        """
-        if not (exc.code == SQLITE_BUSY or (stale_snapshot_too and exc.code in _LOCKED_CODES)):
-            return None
-        if self.transaction_lost is not None or self.connected_to is None:
-            return None
-        now = time.monotonic()
-        if attempt == 0:
-            self.busy_deadline = now + self.busy_timeout
-        left = self.busy_deadline - now
-        if left <= 0:
-            return None
-        step = _BUSY_DELAYS[min(attempt, len(_BUSY_DELAYS) - 1)]
-        delay = min(step * (0.5 + random.random()), left)
-        log.debug("database is locked (attempt %d, %.3f s left): running it again in %.4f s",
-                  attempt + 1, left, delay)
-        return delay
-
-    def _execute(self, cursor: ResultState, sql: str, info: _sql.Statement, params: Sequence[Any]) -> Op:
+    def _execute(self, sql: str, info: _sql.Statement, params: Sequence[Any]) -> Op:
+        """One attempt of ``execute``: send the statement (with what must go
+        before it) and read its answer."""
         kind = info.kind
-        if (self.unread or self.begun_ahead) and self.connected_to is not None:
+        tx = self.tx
+        if (self.unread or tx.state is AHEAD) and self.connected_to is not None:
             yield from self._settle_ahead(info)
         if not params and kind in _EXEC_SQL_KINDS:
             # DDL and transaction control: one EXEC_SQL, nothing worth caching.
             yield from self._ensure_connected()
-            yield from self._begin_alone_if_needed(info)
-            saved: list[int] | None = self.to_finalize[:]
+            if not tx.begins_ahead and self._needs_begin(info):
+                yield from self._begin_alone()
             try:
-                nfin = self._queue_finalizes()
+                nfin, finalized = self.statements.encode_finalizes(self.encoder)
                 begin = self._begin_if_needed(info)
                 self.encoder.exec_sql(sql)
             except BaseException:
-                self._unencode(saved)
+                self.statements.unencode(self.encoder, finalized)
                 raise
             yield from self._send_with_prologue(nfin, begin)
             yield from self._read(self.decoder.read_result)
             self._track_transaction_control(info)
-            cursor._set_result(cursor._lastrowid, -1)
-            return
+            return Result()
 
-        # The hot path (a cached statement, few parameters, connected) is
-        # written out inline: no nested generators to create.
         prepared = self.statements.get(sql)
         if prepared is None:
             prepared = yield from self._prepare(sql, info)
-        else:
-            self.statements.move_to_end(sql)
         kind = prepared.info.kind  # a PRAGMA may have turned out to return no rows
         if len(params) == prepared.nparams and prepared.nparams <= MAX_PARAMS_SCHEMA0:
             params32 = False
@@ -1314,88 +654,85 @@ class Session:
             params32 = yield from self._check_params(prepared, params)
         if self.connected_to is None:
             yield from self.connect()
-        yield from self._begin_alone_if_needed(prepared.info)
-        saved = self.to_finalize[:] if self.to_finalize else None
+        if not tx.begins_ahead and kind != _sql.QUERY and self._needs_begin(info):
+            yield from self._begin_alone()
+        encoder = self.encoder
+        nfin, finalized = 0, []
         try:
-            nfin = self._queue_finalizes() if saved else 0
-            begin = self._begin_if_needed(info)
+            if self.statements.to_finalize:
+                nfin, finalized = self.statements.encode_finalizes(encoder)
+            begin = not (self.autocommit or tx.state in _OPEN) and self._begin_if_needed(info)
             if kind == _sql.QUERY or kind == _sql.PRAGMA:
-                self.encoder.query(prepared.stmt_id, params, params32)
+                encoder.query(prepared.stmt_id, params, params32)
             else:
-                self.encoder.exec(prepared.stmt_id, params, params32)
+                encoder.exec(prepared.stmt_id, params, params32)
         except BaseException:
-            self._unencode(saved)
+            self.statements.unencode(encoder, finalized)
             raise
-        decoder = self.decoder
         if nfin or begin:
             yield from self._send_with_prologue(nfin, begin)
         else:
-            yield self.encoder.take()
-        if kind == _sql.QUERY or kind == _sql.PRAGMA:
-            rows: list = []
-            try:
-                if self.unread:
-                    yield from self._read_unread()
-                while decoder.next_message() < 0:
-                    yield RECV
-                done = decoder.read_rows(rows)
-            except (ConnectionLostError, ProtocolError):
-                raise
-            except Error as exc:
-                if kind == _sql.PRAGMA and exc.code == 1 and str(exc) == "not an error":
-                    # A row-less PRAGMA: QUERY did not run it (§1.6); EXEC it.
-                    prepared.info = _sql.Statement(_sql.OTHER, False)
-                    self.encoder.exec(prepared.stmt_id, params, params32)
-                    yield self.encoder.take()
-                    yield from self._read(decoder.read_result)
-                    cursor._set_result(cursor._lastrowid, -1)
-                    return
-                raise
-            # A first batch may be empty; read on until there is a row to
-            # show (the decoder's guard against endless empty batches trips here).
-            while not done and not rows:
-                done = yield from self._read_rows(rows)
-            if not decoder.columns:
-                # No result columns: a newer server ran a row-less statement
-                # (a writing PRAGMA) through QUERY.  It has no result set.
-                # A SELECT always has columns: that answer would be garbage.
-                if kind != _sql.PRAGMA:
-                    raise ProtocolError("server answered a query with a result of no columns")
-                while not done:
-                    done = yield from self._read_rows(rows)
-                decoder.end_result()
-                cursor._set_result(cursor._lastrowid, -1)
-                return
-            cursor._set_rows(decoder, rows, done)
-            if done:
-                decoder.end_result()
-            else:
-                self.streaming = cursor
-            return
-        last_id, changes = yield from self._read(decoder.read_result)
-        if kind == _sql.DML:
-            cursor._set_result(last_id if info.is_insert else cursor._lastrowid, changes)
-        else:
+            yield encoder.take()
+        decoder = self.decoder
+        if kind != _sql.QUERY and kind != _sql.PRAGMA:
+            last_id, changes = yield from self._read(decoder.read_result)
+            if kind == _sql.DML:
+                return Result(rowcount=changes, lastrowid=last_id if info.is_insert else None)
             self._track_transaction_control(info)
-            cursor._set_result(cursor._lastrowid, -1)
+            return Result()
+        rows: list = []
+        try:
+            if self.unread:
+                yield from self._read_unread()
+            while decoder.next_message() < 0:
+                yield RECV
+            done = decoder.read_rows(rows)
+        except Error as exc:
+            if kind != _sql.PRAGMA or not ServerSays.NO_ROWS_TO_QUERY.matches(exc):
+                raise
+            # A row-less PRAGMA: QUERY did not run it (§1.6); EXEC it.
+            prepared.info = _sql.Statement(_sql.OTHER, False)
+            encoder.exec(prepared.stmt_id, params, params32)
+            yield encoder.take()
+            yield from self._read(decoder.read_result)
+            return Result()
+        # A first batch may be empty; read on until there is a row to
+        # show (the decoder's guard against endless empty batches trips here).
+        while not done and not rows:
+            done = yield from self._read_rows(rows)
+        if not decoder.columns:
+            # No result columns: a newer server ran a row-less statement
+            # (a writing PRAGMA) through QUERY.  It has no result set.
+            # A SELECT always has columns: that answer would be garbage.
+            if kind != _sql.PRAGMA:
+                raise ProtocolError("server answered a query with a result of no columns")
+            while not done:
+                done = yield from self._read_rows(rows)
+            decoder.end_result()
+            return Result()
+        result = Result(_description(decoder.columns, decoder.first_row_types), rows, done)
+        if done:
+            decoder.end_result()
+        else:
+            self.streaming = result
+        return result
 
-    def executemany(self, cursor: ResultState, sql: str, seq_of_parameters: Iterable[Sequence[Any]]) -> Op:
-        """Run one statement per parameter set, all or nothing."""
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]]) -> Op:
+        """Run one statement per parameter set, all or nothing; returns its ``Result``."""
         self.check_usable()
-        info = self.classify(sql)
+        info = self.statements.classify(sql)
         if info.has_tail:
             raise ProgrammingError("You can only execute one statement at a time.")
         if info.returns_rows or info.kind == _sql.DML_RETURNING:
             raise ProgrammingError("executemany() can only execute statements that return no rows")
-        if info.kind in (_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK, _sql.SAVEPOINT):
+        if info.kind in _TRANSACTION_CONTROL or info.kind == _sql.SAVEPOINT:
             raise ProgrammingError("executemany() cannot run transaction control statements")
         if info.kind == _sql.EMPTY:
-            cursor._set_result(cursor._lastrowid, -1)
-            return
+            return Result()
         if self.streaming is not None:
             yield from self.finish_stream()
-        restartable = self._only_read()  # the batch is the transaction's first write (AUTO)
-        self.transaction_wrote = True
+        tx = self.tx
+        restartable = tx.restartable(self.autocommit)  # the batch is the transaction's first write (AUTO)
         rows: Iterator[Sequence[Any]] = iter(seq_of_parameters)
         attempt = 0
         while True:
@@ -1406,23 +743,22 @@ class Session:
                 # Outside a transaction the batch's RELEASE is its commit.
                 total = yield from self._guarded(
                     self._executemany(sql, info, rows, replay),
-                    writing=self.autocommit and not self.in_transaction)
+                    writing=self.autocommit and not tx.is_open)
                 break
             except Error as exc:
                 # The batch was rolled back to its savepoint.  Its first row
                 # found the database locked if ``replay`` still holds rows.
                 delay = self._busy_delay(exc, attempt, stale_snapshot_too=restartable) if replay else None
                 if delay is None:
+                    tx.statement_ran(True)
                     raise
-            finally:
-                self.transaction_fresh = False
             attempt += 1
             rows = itertools.chain(replay, rows)
-            yield Sleep(delay)
-            if restartable:
+            if restartable:  # rolled back first: the wait holds no snapshot
                 yield from self._guarded(self._restart_transaction(), writing=False)
-                self.transaction_wrote = True
-        cursor._set_result(cursor._lastrowid, total if info.kind == _sql.DML else -1)
+            yield Sleep(delay)
+        tx.statement_ran(True)
+        return Result(rowcount=total if info.kind == _sql.DML else -1)
 
     def _executemany(self, sql: str, info: _sql.Statement, rows: Iterator[Sequence[Any]],
                      replay: list[Sequence[Any]]) -> Op:
@@ -1435,14 +771,15 @@ class Session:
         taken from ``rows`` go to ``replay`` too until the first answer is
         read; ``replay`` is emptied unless that answer is an error.
         """
-        if (self.unread or self.begun_ahead) and self.connected_to is not None:
+        if (self.unread or self.tx.state is AHEAD) and self.connected_to is not None:
             yield from self._settle_ahead(info)
         prepared = yield from self._prepare(sql, info)
         yield from self._ensure_connected()
-        yield from self._begin_alone_if_needed(info)
+        if not self.tx.begins_ahead and self._needs_begin(info):
+            yield from self._begin_alone()
         decoder = self.decoder
         enc = self.encoder
-        nfin = self._queue_finalizes()
+        nfin, _ = self.statements.encode_finalizes(enc)
         begin = self._begin_if_needed(info)
         enc.exec_sql(f"SAVEPOINT {_EXECUTEMANY_SAVEPOINT}")
         yield from self._send_with_prologue(nfin, begin)
@@ -1481,15 +818,14 @@ class Session:
                 encoded += 1
                 sent += 1
             if sent:
-                yield enc.take()
+                yield Send(enc.take())  # the answers are read after the next window goes out
             for _ in range(previous_window):
-                try:
-                    total += (yield from self._read(decoder.read_result))[1]
-                except (ConnectionLostError, ProtocolError):
-                    raise
-                except Error as exc:
+                refusal = yield from answer_or_refusal(self._read(decoder.read_result))
+                if isinstance(refusal, Error):
                     if error is None or error_index > answered:
-                        error, error_index = exc, answered
+                        error, error_index = refusal, answered
+                else:
+                    total += refusal[1]
                 answered += 1
                 if answered == 1 and error is None:
                     replay.clear()  # the first row ran: no lock to wait for
@@ -1512,11 +848,10 @@ class Session:
     def executescript(self, script: str) -> Op:
         """Commit, then run each statement of ``script`` in its own request."""
         self.check_usable()
-        if self.in_transaction:
+        if self.tx.is_open:
             yield from self.commit()
-        self.transaction_wrote = True  # a script's own BEGIN ... COMMIT may write
         for statement in _sql.split_statements(script):
-            info = self.classify(statement)
+            info = self.statements.classify(statement)
             if info.kind == _sql.DML_RETURNING:
                 raise NotSupportedError("INSERT/UPDATE/DELETE ... RETURNING is not supported")
             yield from self._guarded(self._script_statement(statement, info),
@@ -1524,7 +859,7 @@ class Session:
 
     def _script_statement(self, statement: str, info: _sql.Statement) -> Op:
         yield from self._ensure_connected()
-        if self.unread or self.begun_ahead:
+        if self.unread or self.tx.state is AHEAD:
             yield from self._settle_ahead(None)  # a script runs outside any transaction
         if info.returns_rows:
             self.encoder.query_sql(statement)
@@ -1535,6 +870,7 @@ class Session:
             yield self.encoder.take()
             yield from self._read(self.decoder.read_result)
         self._track_transaction_control(info)
+        self.tx.statement_ran(info.kind not in _READ_OR_CONTROL_KINDS)  # inside the script's own BEGIN
 
     # -- liveness ----------------------------------------------------------
 
@@ -1561,29 +897,30 @@ class Session:
             yield from self._failed(exc, writing=False)
             raise
 
-    # -- transactions ------------------------------------------------------
+    # -- ending transactions -----------------------------------------------
 
     def commit(self) -> Op:
         self.check_open()
-        if self.transaction_lost is not None:
-            why = self.transaction_lost
-            self.transaction_lost = None
+        tx = self.tx
+        if tx.state is LOST:
+            why = tx.lost_reason
+            tx.clear_lost()
             raise TransactionLostError(
                 f"cannot commit: the transaction was lost ({why}); nothing of it was committed")
-        if not self.in_transaction:
+        if not tx.is_open:
             return
         if self.streaming is not None:
             yield from self.finish_stream()
-        if not self.transaction_wrote:
+        if tx.state is READING:
             yield from self._end_read_only("COMMIT")
-            return
-        yield from self._end_transaction("COMMIT")
+        else:
+            yield from self._end_transaction("COMMIT")
 
     def rollback(self) -> Op:
         self.check_open()
-        if self.transaction_lost is not None:
-            self.transaction_lost = None
-            self.in_transaction = False
+        tx = self.tx
+        if tx.state is LOST:
+            tx.ended()
             if self.connected_to is not None:
                 # The server may hold a transaction of ours (the probe of
                 # _after_statement_error): end it, whatever it says.
@@ -1592,20 +929,28 @@ class Session:
                 except Error:
                     pass
             return
-        if not self.in_transaction:
+        if not tx.is_open:
             return
         if self.streaming is not None:
             yield from self.finish_stream()
-        if not self.transaction_wrote:
+        if tx.state is READING:
             yield from self._end_read_only("ROLLBACK")
             return
         try:
             yield from self._end_transaction("ROLLBACK")
         except ConnectionLostError:
-            # The server discards the transaction of a connection it loses:
-            # the rollback happened.
-            self.transaction_lost = None
-            self.in_transaction = False
+            pass  # the server discards the transaction of a connection it loses: rolled back
+
+    def rollback_sends_only(self) -> bool:
+        """``rollback()`` waits for no answer: no transaction is open, or the
+        open one only read (its end is sent, and its answer read with the
+        next request's).  Its generator then yields nothing but ``Send``."""
+        tx = self.tx
+        if self.closed or tx.state is LOST:
+            return False
+        if not tx.is_open:
+            return True
+        return tx.state is READING and self.streaming is None
 
     def _end_read_only(self, sql: str) -> Op:
         """End a transaction that only read, without waiting for the answer.
@@ -1614,49 +959,28 @@ class Session:
         ends the read snapshot then) and its answer is read ahead of the
         next request's: a pooled read waits for one round trip, not two.
         """
-        data = self._encode_end_read_only(sql)
-        if data is not None:
-            try:
-                yield SendSoon(data)
-            except ConnectionLostError:
-                self.end_not_sent()
-
-    def end_read_only_now(self, sql: str) -> bytes | None:
-        """``commit()``/``rollback()`` (``sql``) for a shell, without a generator.
-
-        When the open transaction only read (nothing streams, nothing was
-        lost), end it as ``_end_read_only`` does and return the request: the
-        shell sends it without waiting for its answer, and calls
-        ``end_not_sent`` if the send fails.  Otherwise change nothing and
-        return None: the shell runs ``commit()``/``rollback()``.
-        """
-        if (not self.in_transaction or self.transaction_wrote or self.streaming is not None
-                or self.transaction_lost is not None or self.connected_to is None):
-            return None
-        return self._encode_end_read_only(sql)
-
-    def _encode_end_read_only(self, sql: str) -> bytes | None:
-        self.in_transaction = False
-        self.transaction_wrote = False
-        if self.connected_to is None:
-            return None
+        tx = self.tx
+        connected = self.connected_to is not None
         # PEP 249 mode: the next transaction will begin by itself, so its
         # BEGIN goes out now, in the same request (EXEC_SQL runs both, and
         # a deferred BEGIN takes no lock and no snapshot).  The next
         # statement then travels alone and gets one answer, not two.
-        ahead = not self.autocommit and self.implicit_transaction and self.begins_ahead
+        ahead = connected and not self.autocommit and tx.implicit and tx.begins_ahead
+        tx.ended_read_only(ahead)
+        if not connected:
+            return
         self.encoder.exec_sql(f"{sql}; BEGIN" if ahead else sql)
         self.unread += 1
-        self.begun_ahead = ahead
-        return self.encoder.take()
-
-    def end_not_sent(self) -> None:
-        """The end of a read-only transaction could not be sent: the connection
-        is lost, and the server drops the transaction with it."""
-        self.unread -= 1
-        self.begun_ahead = False
+        try:
+            yield Send(self.encoder.take())
+        except ConnectionLostError:
+            # Not sent: the connection is lost, and the server drops the
+            # transaction with it.
+            self.unread -= 1
+            self._ahead_failed()
 
     def _end_transaction(self, sql: str) -> Op:
+        tx = self.tx
         try:
             if self.connected_to is None:
                 raise ConnectionLostError("not connected")
@@ -1664,38 +988,40 @@ class Session:
             yield self.encoder.take()
             yield from self._read(self.decoder.read_result)
         except Error as exc:
-            if self.is_connection_failure(exc):
+            if is_connection_failure(exc):
                 error = self.lost(exc, writing=sql == "COMMIT")
                 # commit()/rollback() ends the transaction either way: the
                 # loss is reported right here, not again on the next call.
-                self.transaction_lost = None
+                tx.ended()
                 yield CLOSE
                 raise error from exc
-            if exc.code == 1 and "no transaction is active" in str(exc):
-                self.in_transaction = False
+            if ServerSays.NO_TRANSACTION.matches(exc):
+                tx.ended()
                 if sql == "COMMIT":
                     raise TransactionLostError(
                         "the server had already rolled the transaction back; nothing of it was committed",
                         code=exc.code, server_message=exc.server_message) from exc
                 return
             raise
-        self.in_transaction = False
-        self.transaction_wrote = False
+        tx.ended()
 
     # -- streaming results -------------------------------------------------
 
-    def read_batch(self, cursor: ResultState, out: list) -> Op:
-        """Decode the next batch of ``cursor``'s result into ``out``; True at the end."""
+    def read_batch(self, result: Result, out: list) -> Op:
+        """Decode the next batch of ``result``'s rows into ``out``; True at the end."""
         try:
-            if self.streaming is not cursor or self.connected_to is None:
+            if self.streaming is not result or self.connected_to is None:
                 raise ConnectionLostError("connection lost while reading a result")
             done = yield from self._read_rows(out)
         except Error as exc:
             self.streaming = None
-            if self.is_connection_failure(exc):
+            if is_connection_failure(exc):
                 error = self.lost(exc, writing=False)
                 yield CLOSE
                 raise error from exc
+            raise
+        except Exception as exc:
+            yield from self._broken(exc, False)
             raise
         if done:
             self.decoder.end_result()
@@ -1708,24 +1034,24 @@ class Session:
         The server reads no request until the result is complete, so the rest
         is read now and kept for its cursor (which may still be iterated).
         """
-        cursor = self.streaming
-        if cursor is None:
+        result = self.streaming
+        if result is None:
             return
-        rows = cursor._rows[cursor._pos:]
-        cursor._rows = rows
-        cursor._pos = 0
-        while not cursor._done:
-            cursor._done = yield from self.read_batch(cursor, rows)
+        rows = result.rows[result.pos:]
+        result.rows = rows
+        result.pos = 0
+        while not result.done:
+            result.done = yield from self.read_batch(result, rows)
 
-    def abandon_stream(self, cursor: ResultState) -> Op:
-        """Drain ``cursor``'s result without decoding it (the cursor is done with it)."""
-        if self.streaming is not cursor:
+    def abandon_stream(self, result: Result) -> Op:
+        """Drain ``result``'s rows without decoding them (its cursor is done with it)."""
+        if self.streaming is not result:
             return
         self.streaming = None
         try:
             yield from self._skip_result()
         except Error as exc:
-            if self.is_connection_failure(exc):
+            if is_connection_failure(exc):
                 error = self.lost(exc, writing=False)
                 yield CLOSE
                 raise error from exc

@@ -141,12 +141,17 @@ class Wire:
     def exchange(self, data: bytes, timeout: float) -> float:
         """Send a request, then receive until the decoder holds a whole message.
 
-        The blocking shell's hot path (a query and its answer), without a
-        session generator in between.  Returns the answer's deadline,
+        How the blocking shell sends a request whose answer the session
+        awaits next: one system call sends and receives.  Returns the answer's deadline,
         ``timeout`` seconds after the send, for the ``fill`` calls of the
         rest of the answer.
         """
         deadline = _monotonic() + timeout
+        decoder = self.decoder
+        if decoder.next_message() >= 0:
+            # An answer owed from before is here whole: it is read first.
+            self.send(data)
+            return deadline
         if self.shortened:
             self.send(data)
         else:
@@ -154,7 +159,6 @@ class Wire:
             # (nothing to shorten) and the send carries our ACKs (no
             # QUICKACK), so ``fill``'s checks have nothing to do.
             self._receive(data)
-        decoder = self.decoder
         while decoder.next_message() < 0:
             self.fill(deadline)
         return deadline

@@ -24,21 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
-import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from ssl import SSLContext
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Unpack
 
-from dqlite._protocol import Decoder
-from dqlite._session import (
-    CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, FindLeader, Op, ResultState, Parameters, SendSoon,
-    Session, Sleep,
-)
+from dqlite._io import CLOSE, CONNECTED, POLL, Connect, FindLeader, Op, Send, Sleep
 from dqlite._probe import probe_leaders_async
-from dqlite.nodestore import NodeStoreOption, resolve as resolve_node_store
-from dqlite._wire import DEFAULT_BUSY_POLL, QUICKACK, parse_address
+from dqlite._protocol import Decoder
+from dqlite._session import Session
+from dqlite._shell import _NOTHING, ConnectionBase, ConnectOptions, CursorBase, make_session
+from dqlite._statements import Parameters
+from dqlite._wire import QUICKACK, parse_address
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
     ConnectionLostError,
@@ -46,9 +42,9 @@ from dqlite.exceptions import (
     InterfaceError,
     OperationalError,
     ProgrammingError,
+    ProtocolError,
 )
-from dqlite.hooks import QueryEvent, QueryHook, emit, event_rowcount
-from dqlite.tls import resolve_ssl
+from dqlite.hooks import QueryHook
 
 if TYPE_CHECKING:
     from dqlite.aiopool import AsyncConnectionPool
@@ -149,25 +145,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         return waiter
 
 
-async def connect(
-    address: str | Sequence[str],
-    database: str = "main",
-    *,
-    timeout: float = 10.0,
-    autocommit: bool = False,
-    parse_datetimes: bool = True,
-    cached_statements: int = 128,
-    max_message_size: int = 1 << 30,
-    ssl: SSLContext | None = None,
-    busy_timeout: float = 5.0,
-    busy_poll: float = DEFAULT_BUSY_POLL,
-    transaction_mode: str = "AUTO",
-    ssl_ca: str | os.PathLike[str] | None = None,
-    ssl_cert: str | os.PathLike[str] | None = None,
-    ssl_key: str | os.PathLike[str] | None = None,
-    on_query: QueryHook | None = None,
-    node_store: NodeStoreOption = None,
-) -> AsyncConnection:
+async def connect(address: str | Sequence[str], database: str = "main",
+                  **options: Unpack[ConnectOptions]) -> AsyncConnection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
     The arguments, their meaning and the errors are those of
@@ -181,14 +160,9 @@ async def connect(
     answer.  ``on_query``: see ``dqlite.Connection.on_query``.  ``node_store``: see
     ``dqlite.connect`` (the same stores serve both APIs).
     """
-    session = Session(
-        address, database, timeout=timeout, autocommit=autocommit,
-        parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-        max_message_size=max_message_size, ssl=resolve_ssl(ssl, ssl_ca, ssl_cert, ssl_key),
-        busy_timeout=busy_timeout,
-        busy_poll=busy_poll, transaction_mode=transaction_mode,
-        node_store=resolve_node_store(node_store))
+    session = make_session(address, database, dict(options))
     conn = AsyncConnection(session)
+    on_query = options.get("on_query")
     if on_query is not None:
         conn.on_query = on_query
     await conn._run(session.connect())
@@ -271,33 +245,6 @@ class AsyncConnection(ConnectionBase):
         if not isinstance(self._pending_error, CommitOutcomeUnknownError):
             self._pending_error = None
 
-    async def _cached_query_failed(self, exc: BaseException) -> NoReturn:
-        """``AsyncCursor.execute``'s hot path ended with ``exc``: raise what ``_run`` would.
-
-        That is, what ``_run(session.execute(...))`` does when the query's
-        answer fails, or when the task is cancelled (or times out) while it
-        waits for it.  The cursor's result is cleared; the connection is
-        still busy.  An ``Error`` goes through ``Session._failed`` (a lost
-        connection is classified, a server error inside a transaction
-        checked).  A cancellation drops the socket, which may hold part of
-        the answer (never to be taken for the next query's), and the session
-        hears of it as a lost connection, as in ``_drive``; so does any other
-        exception that is no ``Error``.
-        """
-        try:
-            if isinstance(exc, Error):
-                await self._drive(_query_failed(self._session, exc))  # raises
-            else:  # cancelled, timed out, or anything else midway
-                op = _query_failed(self._session, None)
-                op.send(None)  # now where the answer is awaited
-                error = self._abort(op)
-                if isinstance(exc, asyncio.CancelledError):
-                    self._pending_error = error  # for _cancelled: a timeout reports it
-            raise exc
-        except asyncio.CancelledError as cancelled:
-            self._cancelled(cancelled)
-            raise
-
     def _on_watchdog(self) -> None:
         """The timer fired: time out the running operation if it is past its deadline.
 
@@ -327,10 +274,17 @@ class AsyncConnection(ConnectionBase):
                 return stop.value
             error = reply = None
             try:
-                if request is None:
+                if request is None or type(request) is bytes:
                     protocol = self._protocol
-                    if protocol is None:
+                    if protocol is None or protocol.transport is None or protocol.transport.is_closing():
                         raise ConnectionLostError("not connected")
+                    if request is not None:
+                        protocol.write(request)
+                        # Each answer gets the whole timeout from its request: a
+                        # long pipelined operation keeps its time while it sends.
+                        self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
+                        if self._session.decoder.next_message() >= 0:
+                            continue  # an answer owed from before is here whole: it is read first
                     if self._attempt_timeout is None:
                         await protocol.wait_for_message()
                     else:
@@ -340,17 +294,12 @@ class AsyncConnection(ConnectionBase):
                                 await protocol.wait_for_message()
                         except TimeoutError:
                             raise ConnectionLostError("timed out") from None
-                elif type(request) is bytes or type(request) is SendSoon:
+                elif type(request) is Send:
                     protocol = self._protocol
                     if protocol is None or protocol.transport is None or protocol.transport.is_closing():
                         raise ConnectionLostError("not connected")
-                    if isinstance(request, SendSoon):
-                        protocol.write(request.data)  # sent now: no answer is awaited for it yet
-                    else:
-                        protocol.write(request)
-                        # Each answer gets the whole timeout from its request: a
-                        # long pipelined operation keeps its time while it sends.
-                        self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
+                    protocol.write(request.data)
+                    self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
                 elif request is POLL:
                     pass  # the event loop has taken in whatever arrived
                 elif request is CLOSE:
@@ -368,8 +317,8 @@ class AsyncConnection(ConnectionBase):
                                                       self._session.ssl, request.preferred)
                 else:  # pragma: no cover - a bug in the session
                     raise AssertionError(f"unknown I/O request {request!r}")
-            except ConnectionLostError as exc:
-                error = exc
+            except (ConnectionLostError, ProtocolError) as exc:
+                error = exc  # the session classifies it
             except asyncio.CancelledError:
                 error = self._abort(op)
                 if isinstance(error, CommitOutcomeUnknownError):
@@ -477,13 +426,11 @@ class AsyncConnection(ConnectionBase):
 
     async def commit(self) -> None:
         """Commit the open transaction (see ``dqlite.Connection.commit``)."""
-        if not self._end_read_only_now("COMMIT"):
-            await self._run(self._session.commit())
+        await self._run(self._session.commit())
 
     async def rollback(self) -> None:
         """Roll back the open transaction (see ``dqlite.Connection.rollback``)."""
-        if not self._end_read_only_now("ROLLBACK"):
-            await self._run(self._session.rollback())
+        await self._run(self._session.rollback())
 
     def rollback_nowait(self) -> bool:
         """``rollback()`` where it needs no awaiting; False, having done nothing, where it does.
@@ -494,24 +441,13 @@ class AsyncConnection(ConnectionBase):
         driver from synchronous code through a bridge where each await costs
         a switch (SQLAlchemy's asyncio dialect, resetting a pooled connection).
         """
-        if self._end_read_only_now("ROLLBACK"):
-            return True
-        session = self._session
-        return (not session.in_transaction and session.transaction_lost is None and not session.closed
-                and not self._busy and self._pending_error is None)
-
-    def _end_read_only_now(self, sql: str) -> bool:
-        """commit()/rollback() of a transaction that only read, without a
-        session generator (Session.end_read_only_now); False: not the case
-        (or another operation runs, or an error waits: ``_run`` tells)."""
         protocol = self._protocol
-        if (protocol is None or self._busy or self._pending_error is not None
-                or protocol.transport is None or protocol.transport.is_closing()):
-            return False
-        data = self._session.end_read_only_now(sql)
-        if data is None:
-            return False
-        protocol.write(data)
+        session = self._session
+        if (protocol is None or protocol.transport is None or protocol.transport.is_closing()
+                or self._busy or self._pending_error is not None or not session.rollback_sends_only()):
+            return False  # (a closed socket: rollback() reconnects or says why)
+        for request in session.rollback():  # nothing but Send: see Session.rollback_sends_only
+            protocol.write(request.data)
         return True
 
     async def close(self) -> None:
@@ -563,39 +499,15 @@ class AsyncConnection(ConnectionBase):
                 log.debug("rollback after an exception failed", exc_info=True)
 
 
-def _query_failed(session: Session, exc: Error | None) -> Op:
-    """What ``Session.execute`` does when a query's answer fails with ``exc``.
-
-    ``exc`` None: a generator to send None to first; it then stands where
-    ``execute`` awaits the answer, for ``_abort`` to throw the failure in.
-    """
-    if exc is None:
-        try:
-            yield None
-        except Error as thrown:
-            exc = thrown
-        else:  # pragma: no cover - _abort always throws
-            raise AssertionError("_query_failed resumed without a failure")
-    yield from session.query_failed(exc)
-    raise exc
-
-
-class AsyncCursor(ResultState):
+class AsyncCursor(CursorBase):
     """An asyncio cursor; results stream from the server batch by batch."""
 
     _connection: AsyncConnection | None
     connection: AsyncConnection
 
-    def _check_result(self) -> AsyncConnection:
-        connection = self._check()
-        if self._description is None:
-            raise ProgrammingError("no result to fetch from: execute a query first")
-        return connection
-
     async def _release_result(self, connection: AsyncConnection) -> None:
-        if connection._session.streaming is self:
-            await connection._run(connection._session.abandon_stream(self))
-        self._clear_result()
+        if connection._session.streaming is self._result:
+            await connection._run(connection._session.abandon_stream(self._result))
 
     async def execute(self, sql: str, parameters: Parameters = ()) -> AsyncCursor:
         """Run one statement; returns the cursor.
@@ -603,95 +515,44 @@ class AsyncCursor(ResultState):
         ``parameters``: a sequence for ``?`` placeholders (bound by position), or a
         mapping for named ones (``:name``, ``@name``, ``$name``), as in sqlite3.
         """
-        connection = self._connection
-        if connection is not None and type(parameters) in HOT_PARAMS:
-            # The hot path: a prepared query with nothing to send before it
-            # (Session.encode_cached_query) on an open socket, nothing else
-            # running (else _run refuses, or reports a cancelled COMMIT).  What
-            # ``_run(session.execute(...))`` does for it, without a session
-            # generator and ``_drive`` to create and resume: the same busy
-            # flag, watchdog and answer deadline, the same waits, the same
-            # failure handling (see AsyncConnection._cached_query_failed).
-            # The session is connected, so no connection attempt (with its
-            # ``_attempt_timeout``) is under way.
-            protocol = connection._protocol
-            if (protocol is not None and not connection._busy and connection._pending_error is None
-                    and protocol.transport is not None and not protocol.transport.is_closing()):
-                session = connection._session
-                try:
-                    encoded = session.encode_cached_query(sql, parameters)
-                except Error as exc:
-                    self._clear_result()
-                    await connection._run(_query_failed(session, exc))  # raises
-                    raise  # pragma: no cover
-                except BaseException:
-                    self._clear_result()
-                    raise
-                if encoded:
-                    connection._start_operation(protocol.loop)  # type: ignore[arg-type]
-                    try:
-                        protocol.write(session.encoder.take())
-                        decoder = session.decoder
-                        # Answers owed by the end of the last transaction come
-                        # first (and if its BEGIN failed, the query runs again below).
-                        owed = session.take_owed() if session.unread else True
-                        while owed is None:
-                            await protocol.wait_for_message()
-                            owed = session.take_owed()
-                        if owed:
-                            rows: list = []
-                            done = False
-                            while not done and not rows:  # up to a first row, or the end
-                                while decoder.next_message() < 0:
-                                    await protocol.wait_for_message()
-                                done = decoder.read_rows(rows)
-                            session.take_query_rows(self, rows, done)
-                    except BaseException as exc:
-                        self._clear_result()
-                        await connection._cached_query_failed(exc)  # raises
-                        raise  # pragma: no cover
-                    finally:
-                        connection._end_operation()
-                    if owed:
-                        return self
         connection = self._check()
         await self._release_result(connection)
-        await connection._run(connection._session.execute(self, sql, parameters))
+        self._result = _NOTHING
+        self._set_result(await connection._run(connection._session.execute(sql, parameters)))
         return self
 
     async def executemany(self, sql: str, seq_of_parameters: Iterable[Parameters]) -> AsyncCursor:
         """Run one statement for each parameter set, all or nothing (pipelined)."""
         connection = self._check()
         await self._release_result(connection)
-        await connection._run(connection._session.executemany(self, sql, seq_of_parameters))
+        self._result = _NOTHING
+        self._set_result(await connection._run(connection._session.executemany(sql, seq_of_parameters)))
         return self
 
     async def _more(self, connection: AsyncConnection) -> bool:
-        if self._done:
+        """Replace the consumed batch with the next one; False at the end of the result."""
+        if self._result.done:
             return False
-        rows: list = []
-        self._rows = rows
-        self._pos = 0
-        session = connection._session
-        while not rows and not self._done:
-            self._done = await connection._run(session.read_batch(self, rows))
+        result, rows = self._next_batch()
+        read_batch = connection._session.read_batch
+        while not rows and not result.done:
+            result.done = await connection._run(read_batch(result, rows))
         return bool(rows)
 
     async def fetchone(self) -> Any:
         """The next row, or None at the end."""
-        pos = self._pos
-        if pos < len(self._rows):
-            self._pos = pos + 1
-            row = self._rows[pos]
-            factory = self.row_factory
-            return row if factory is None else factory(self, row)
-        connection = self._check_result()
-        if await self._more(connection):
-            self._pos = 1
-            row = self._rows[0]
-            factory = self.row_factory
-            return row if factory is None else factory(self, row)
-        return None
+        result = self._result
+        pos = result.pos
+        if pos < len(result.rows):
+            result.pos = pos + 1
+            row = result.rows[pos]
+        else:
+            if not await self._more(self._check_result()):
+                return None
+            result.pos = 1
+            row = result.rows[0]
+        factory = self.row_factory
+        return row if factory is None else factory(self, row)
 
     async def fetchmany(self, size: int | None = None) -> list[Any]:
         """Up to ``size`` (default ``arraysize``) more rows."""
@@ -701,8 +562,7 @@ class AsyncCursor(ResultState):
         out = self._take(size)
         while len(out) < size and await self._more(connection):
             out += self._take(size - len(out))
-        factory = self.row_factory
-        return out if factory is None else [factory(self, row) for row in out]
+        return self._made(out)
 
     async def fetchall(self) -> list[Any]:
         """Every remaining row."""
@@ -710,12 +570,12 @@ class AsyncCursor(ResultState):
         if out is not None:
             return out
         connection = self._check_result()  # raises where there is no result to fetch
+        result = self._result
         out = self._take_rest()
-        session = connection._session
-        while not self._done:
-            self._done = await connection._run(session.read_batch(self, out))
-        factory = self.row_factory
-        return out if factory is None else [factory(self, row) for row in out]
+        read_batch = connection._session.read_batch
+        while not result.done:
+            result.done = await connection._run(read_batch(result, out))
+        return self._made(out)
 
     def fetchall_nowait(self) -> list[Any] | None:
         """``fetchall()`` where it needs no awaiting; None, having done nothing, where it does.
@@ -726,11 +586,10 @@ class AsyncCursor(ResultState):
         each await costs a switch (SQLAlchemy's asyncio dialect).
         """
         connection = self._connection
-        if not self._done or self._description is None or connection is None or connection._session.closed:
+        result = self._result
+        if not result.done or result.description is None or connection is None or connection._session.closed:
             return None
-        out = self._take_rest()
-        factory = self.row_factory
-        return out if factory is None else [factory(self, row) for row in out]
+        return self._made(self._take_rest())
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
@@ -747,12 +606,10 @@ class AsyncCursor(ResultState):
         if connection is None:
             return
         try:
-            if connection._session.streaming is self and not connection._session.closed:
-                await connection._run(connection._session.abandon_stream(self))
+            if self._streaming(connection):
+                await connection._run(connection._session.abandon_stream(self._result))
         finally:
-            self._connection = None
-            self._rows = []
-            self._done = True
+            self._closed()
 
     async def __aenter__(self) -> AsyncCursor:
         return self
@@ -761,30 +618,16 @@ class AsyncCursor(ResultState):
         await self.close()
 
 
-
 class _HookedAsyncCursor(AsyncCursor):
     """A cursor that reports each statement to its connection's ``on_query`` hook."""
 
     async def execute(self, sql: str, parameters: Parameters = ()) -> AsyncCursor:
-        return await self._timed("execute", super().execute, sql, parameters)
+        with self._reported("execute", sql):
+            return await super().execute(sql, parameters)
 
     async def executemany(self, sql: str, seq_of_parameters: Iterable[Parameters]) -> AsyncCursor:
-        return await self._timed("executemany", super().executemany, sql, seq_of_parameters)
-
-    async def _timed(self, method: str, call: Any, sql: str, arg: Any) -> AsyncCursor:
-        connection = self._owner
-        hook = connection._on_query
-        start = time.perf_counter()
-        try:
-            await call(sql, arg)
-        except BaseException as exc:
-            if hook is not None:
-                emit(hook, QueryEvent(sql, time.perf_counter() - start, -1, exc, connection.database, method))
-            raise
-        if hook is not None:
-            emit(hook, QueryEvent(sql, time.perf_counter() - start, event_rowcount(self), None,
-                                  connection.database, method))
-        return self
+        with self._reported("executemany", sql):
+            return await super().executemany(sql, seq_of_parameters)
 
 
 AsyncConnection._cursor_cls = AsyncCursor

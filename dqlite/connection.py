@@ -9,29 +9,26 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from ssl import SSLContext
-from typing import Any
+from typing import Any, Unpack
 
-from dqlite._session import (
-    CLOSE, CONNECTED, HOT_PARAMS, POLL, Connect, ConnectionBase, FindLeader, Op, ResultState, Parameters, SendSoon,
-    Session, Sleep,
-)
+from dqlite._io import CLOSE, CONNECTED, POLL, Connect, FindLeader, Op, Send, Sleep
 from dqlite._probe import probe_leaders
-from dqlite.nodestore import NodeStoreOption, resolve as resolve_node_store
-from dqlite._wire import DEFAULT_BUSY_POLL, Wire
+from dqlite._session import Session
+from dqlite._transaction import WRITING
+from dqlite._shell import _NOTHING, ConnectionBase, ConnectOptions, CursorBase, make_session
+from dqlite._statements import Parameters
+from dqlite._wire import Wire
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
     ConnectionLostError,
     Error,
     InterfaceError,
-    ProgrammingError,
+    ProtocolError,
 )
-from dqlite.hooks import QueryEvent, QueryHook, emit, event_rowcount
-from dqlite.tls import resolve_ssl
+from dqlite.hooks import QueryHook
 
 __all__ = ["Connection", "Cursor", "connect"]
 
@@ -40,25 +37,7 @@ _IN_USE = ("another operation is in progress on this connection: a connection mu
            "used by two threads at once (dqlite.threadsafety is 1)")
 _monotonic = time.monotonic
 
-def connect(
-    address: str | Sequence[str],
-    database: str = "main",
-    *,
-    timeout: float = 10.0,
-    autocommit: bool = False,
-    parse_datetimes: bool = True,
-    cached_statements: int = 128,
-    max_message_size: int = 1 << 30,
-    ssl: SSLContext | None = None,
-    busy_timeout: float = 5.0,
-    busy_poll: float = DEFAULT_BUSY_POLL,
-    transaction_mode: str = "AUTO",
-    ssl_ca: str | os.PathLike[str] | None = None,
-    ssl_cert: str | os.PathLike[str] | None = None,
-    ssl_key: str | os.PathLike[str] | None = None,
-    on_query: QueryHook | None = None,
-    node_store: NodeStoreOption = None,
-) -> Connection:
+def connect(address: str | Sequence[str], database: str = "main", **options: Unpack[ConnectOptions]) -> Connection:
     """Connect to the leader of a dqlite cluster and open ``database``.
 
     ``address`` is one ``"host:port"`` or a list of them: bootstrap nodes,
@@ -127,13 +106,8 @@ def connect(
     ``on_query``: a hook called with a ``dqlite.hooks.QueryEvent`` after
     each statement (see ``Connection.on_query``).
     """
-    conn = Connection(Session(
-        address, database, timeout=timeout, autocommit=autocommit,
-        parse_datetimes=parse_datetimes, cached_statements=cached_statements,
-        max_message_size=max_message_size, ssl=resolve_ssl(ssl, ssl_ca, ssl_cert, ssl_key),
-        busy_timeout=busy_timeout,
-        busy_poll=busy_poll, transaction_mode=transaction_mode,
-        node_store=resolve_node_store(node_store)))
+    conn = Connection(make_session(address, database, dict(options)))
+    on_query = options.get("on_query")
     if on_query is not None:
         conn.on_query = on_query
     return conn
@@ -211,20 +185,22 @@ class Connection(ConnectionBase):
                 error = reply = None
                 wire = self._wire
                 try:
-                    if request is None or type(request) is bytes:
+                    if request is None:
                         if wire is None:
                             raise ConnectionLostError("not connected")
-                        if request is None:
-                            if not deadline:
-                                deadline = _monotonic() + self._session.timeout
-                            wire.fill(deadline)
-                        else:
-                            wire.send(request)
+                        if not deadline:
                             deadline = _monotonic() + self._session.timeout
-                    elif type(request) is SendSoon:
+                        wire.fill(deadline)
+                    elif type(request) is bytes:
+                        if wire is None:
+                            raise ConnectionLostError("not connected")
+                        # Sent, and the answer received in the same step.
+                        deadline = wire.exchange(request, self._session.timeout)
+                    elif type(request) is Send:
                         if wire is None:
                             raise ConnectionLostError("not connected")
                         wire.send(request.data)
+                        deadline = _monotonic() + self._session.timeout
                     elif request is POLL:
                         if wire is not None:
                             wire.poll()
@@ -244,8 +220,8 @@ class Connection(ConnectionBase):
                                               request.preferred)
                     else:  # pragma: no cover - a bug in the session
                         raise AssertionError(f"unknown I/O request {request!r}")
-                except ConnectionLostError as exc:
-                    error = exc
+                except (ConnectionLostError, ProtocolError) as exc:
+                    error = exc  # the session classifies it
                 except BaseException:
                     # Interrupted while waiting (KeyboardInterrupt, or what a
                     # signal handler raised): the request may be answered yet.
@@ -276,10 +252,9 @@ class Connection(ConnectionBase):
                 # The exception came from inside the session's generator, which
                 # is finished: what it was doing is unknown, so a transaction
                 # that wrote may have been committed.
-                error = session.lost(failure, writing=session.in_transaction and session.transaction_wrote)
+                error = session.lost(failure, writing=session.tx.state is WRITING)
             else:
                 # Finish it as if the connection had been lost where it stands
-                # (a new one, such as query_failed's, starts with the failure).
                 request = op.send(None) if state == inspect.GEN_CREATED else op.throw(failure)
                 while True:
                     request = op.send(None) if request is CLOSE else op.throw(failure)
@@ -370,8 +345,7 @@ class Connection(ConnectionBase):
         leader (nothing of it was committed) and ``CommitOutcomeUnknownError``
         if the connection failed after COMMIT was sent.  Neither is retried.
         """
-        if not self._end_read_only_now("COMMIT"):
-            self._run(self._session.commit())
+        self._run(self._session.commit())
 
     def rollback(self) -> None:
         """Roll back the open transaction; a no-op when none is open.
@@ -379,31 +353,7 @@ class Connection(ConnectionBase):
         Also clears the state a lost transaction leaves behind, so the
         connection can be used again.
         """
-        if not self._end_read_only_now("ROLLBACK"):
-            self._run(self._session.rollback())
-
-    def _end_read_only_now(self, sql: str) -> bool:
-        """commit()/rollback() of a transaction that only read, without a
-        session generator (Session.end_read_only_now); False: not the case."""
-        wire = self._wire
-        if wire is None or not self._lock.acquire(False):
-            return False  # _run reconnects, or refuses a second thread
-        try:
-            data = self._session.end_read_only_now(sql)
-            if data is None:
-                return False
-            try:
-                wire.send(data)
-            except BaseException as exc:
-                # Lost, or interrupted with part of the request sent: the
-                # server drops the transaction with the connection.
-                wire.close()
-                self._session.end_not_sent()
-                if not isinstance(exc, ConnectionLostError):
-                    raise
-            return True
-        finally:
-            self._release()
+        self._run(self._session.rollback())
 
     def close(self) -> None:
         """Close the connection; an open transaction is rolled back by the server.
@@ -451,16 +401,15 @@ class Connection(ConnectionBase):
             wire.close()
 
 
-class Cursor(ResultState):
+class Cursor(CursorBase):
     """A DB-API 2.0 cursor.  Results stream from the server batch by batch."""
 
     _connection: Connection | None
     connection: Connection
 
     def _release_result(self, connection: Connection) -> None:
-        if connection._session.streaming is self:
-            connection._run(connection._session.abandon_stream(self))
-        self._clear_result()
+        if connection._session.streaming is self._result:
+            connection._run(connection._session.abandon_stream(self._result))
 
     def execute(self, sql: str, parameters: Parameters = ()) -> Cursor:
         """Run one statement; returns the cursor.
@@ -468,60 +417,10 @@ class Cursor(ResultState):
         ``parameters``: a sequence for ``?`` placeholders (bound by position), or a
         mapping for named ones (``:name``, ``@name``, ``$name``), as in sqlite3.
         """
-        connection = self._connection
-        if connection is not None and type(parameters) in HOT_PARAMS:
-            # The hot path: a prepared query with nothing to send before it
-            # (Session.encode_cached_query).  What ``_run(session.execute(...))``
-            # does for it, without a generator to create and resume.
-            session = connection._session
-            wire = connection._wire
-            lock = connection._lock
-            if wire is not None and lock.acquire(False):
-                decoder = session.decoder
-                try:
-                    if session.unread:
-                        # Answers owed (the end of the last read-only
-                        # transaction): take in those that arrived, without
-                        # giving up the GIL, so that one blocking receive
-                        # gets the query's answer.
-                        wire.poll()
-                        session.take_arrived()
-                    if session.encode_cached_query(sql, parameters):
-                        try:
-                            deadline = wire.exchange(session.encoder.take(), session.timeout)
-                            # Answers owed by the end of the last transaction
-                            # come first (and if its BEGIN failed, the query
-                            # runs again below).
-                            owed = session.take_owed() if session.unread else True
-                            while owed is None:
-                                wire.fill(deadline)
-                                owed = session.take_owed()
-                            if owed:
-                                rows: list = []
-                                done = False
-                                while not done and not rows:  # up to a first row, or the end
-                                    while decoder.next_message() < 0:
-                                        wire.fill(deadline)
-                                    done = decoder.read_rows(rows)
-                        finally:
-                            if wire.shortened:
-                                wire.restore_timeout()
-                        if owed:
-                            session.take_query_rows(self, rows, done)
-                            return self
-                except Error as exc:
-                    self._clear_result()
-                    connection._drive(session.query_failed(exc))
-                    raise
-                except BaseException:
-                    self._clear_result()
-                    connection._interrupted(session.query_failed(ConnectionLostError("interrupted")))
-                    raise
-                finally:
-                    connection._release()
         connection = self._check()
         self._release_result(connection)
-        connection._run(connection._session.execute(self, sql, parameters))
+        self._result = _NOTHING
+        self._set_result(connection._run(connection._session.execute(sql, parameters)))
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Parameters]) -> Cursor:
@@ -532,42 +431,36 @@ class Cursor(ResultState):
         """
         connection = self._check()
         self._release_result(connection)
-        connection._run(connection._session.executemany(self, sql, seq_of_parameters))
+        self._result = _NOTHING
+        self._set_result(connection._run(connection._session.executemany(sql, seq_of_parameters)))
         return self
 
     def _more(self) -> bool:
         """Replace the consumed batch with the next one; False at the end of the result."""
-        if self._done:
+        if self._result.done:
             return False
         connection = self._check()
-        rows: list = []
-        self._rows = rows
-        self._pos = 0
-        run, session = connection._run, connection._session
-        while not rows and not self._done:
-            self._done = run(session.read_batch(self, rows))
+        result, rows = self._next_batch()
+        read_batch = connection._session.read_batch
+        while not rows and not result.done:
+            result.done = connection._run(read_batch(result, rows))
         return bool(rows)
-
-    def _check_result(self) -> None:
-        if self._description is None or self._connection is None:
-            self._check()
-            raise ProgrammingError("no result to fetch from: execute a query first")
 
     def fetchone(self) -> Any:
         """The next row, or None at the end."""
-        pos = self._pos
-        if pos < len(self._rows):
-            self._pos = pos + 1
-            row = self._rows[pos]
-            factory = self.row_factory
-            return row if factory is None else factory(self, row)
-        self._check_result()
-        if self._more():
-            self._pos = 1
-            row = self._rows[0]
-            factory = self.row_factory
-            return row if factory is None else factory(self, row)
-        return None
+        result = self._result
+        pos = result.pos
+        if pos < len(result.rows):
+            result.pos = pos + 1
+            row = result.rows[pos]
+        else:
+            self._check_result()
+            if not self._more():
+                return None
+            result.pos = 1
+            row = result.rows[0]
+        factory = self.row_factory
+        return row if factory is None else factory(self, row)
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
         """Up to ``size`` (default ``arraysize``) more rows."""
@@ -577,21 +470,20 @@ class Cursor(ResultState):
         out = self._take(size)
         while len(out) < size and self._more():
             out += self._take(size - len(out))
-        factory = self.row_factory
-        return out if factory is None else [factory(self, row) for row in out]
+        return self._made(out)
 
     def fetchall(self) -> list[Any]:
         """Every remaining row."""
-        if self._description is None or self._connection is None:
+        result = self._result
+        if result.description is None or self._connection is None:
             self._check_result()  # raises
         out = self._take_rest()
-        if not self._done:
+        if not result.done:
             connection = self._check()
-            run, session = connection._run, connection._session
-            while not self._done:
-                self._done = run(session.read_batch(self, out))
-        factory = self.row_factory
-        return out if factory is None else [factory(self, row) for row in out]
+            read_batch = connection._session.read_batch
+            while not result.done:
+                result.done = connection._run(read_batch(result, out))
+        return self._made(out)
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -608,12 +500,10 @@ class Cursor(ResultState):
         if connection is None:
             return
         try:
-            if connection._session.streaming is self and not connection._session.closed:
-                connection._run(connection._session.abandon_stream(self))
+            if self._streaming(connection):
+                connection._run(connection._session.abandon_stream(self._result))
         finally:
-            self._connection = None
-            self._rows = []
-            self._done = True
+            self._closed()
 
     def __enter__(self) -> Cursor:
         return self
@@ -626,25 +516,12 @@ class _HookedCursor(Cursor):
     """A cursor that reports each statement to its connection's ``on_query`` hook."""
 
     def execute(self, sql: str, parameters: Parameters = ()) -> Cursor:
-        return self._timed("execute", super().execute, sql, parameters)
+        with self._reported("execute", sql):
+            return super().execute(sql, parameters)
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Parameters]) -> Cursor:
-        return self._timed("executemany", super().executemany, sql, seq_of_parameters)
-
-    def _timed(self, method: str, call: Any, sql: str, arg: Any) -> Cursor:
-        connection = self._owner
-        hook = connection._on_query
-        start = time.perf_counter()
-        try:
-            call(sql, arg)
-        except BaseException as exc:
-            if hook is not None:
-                emit(hook, QueryEvent(sql, time.perf_counter() - start, -1, exc, connection.database, method))
-            raise
-        if hook is not None:
-            emit(hook, QueryEvent(sql, time.perf_counter() - start, event_rowcount(self), None,
-                                  connection.database, method))
-        return self
+        with self._reported("executemany", sql):
+            return super().executemany(sql, seq_of_parameters)
 
 
 Connection._cursor_cls = Cursor

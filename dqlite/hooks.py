@@ -55,9 +55,10 @@ def emit(hook: QueryHook, event: QueryEvent) -> None:
 
 def event_rowcount(cursor: Any) -> int:
     """What ``QueryEvent.rowcount`` says for a cursor that just ran a statement."""
-    if cursor.description is None:
-        return cursor.rowcount
-    return len(cursor._rows) if cursor._done else -1
+    result = cursor._result
+    if result.description is None:
+        return result.rowcount
+    return len(result.rows) if result.done else -1
 
 
 def slow_query_logger(threshold: float, logger: logging.Logger | None = None,

@@ -19,7 +19,8 @@ what the session asks for, and answers from a script::
   the shells do); ``Lost(why)`` throws ``ConnectionLostError(why)`` into the
   operation, as a shell does on an I/O failure.  A RECV with the script used
   up fails the test (the session waits for an answer the test did not expect).
-* ``SendSoon(data)``: logged like a send (``soon=True`` in ``writes``).
+* ``Send(data)``: logged like a send (``soon=True`` in ``writes``): its
+  answers are read later.
 * ``Connect(address, timeout)``: logged as ``("CONNECT", address)``;
   ``CLOSE`` as ``"CLOSE"``; ``CONNECTED`` as ``"CONNECTED"``;
   ``Sleep(s)`` as ``"SLEEP"`` (the seconds, jittered, go to ``sleeps``).
@@ -31,10 +32,9 @@ what the session asks for, and answers from a script::
   answered from ``leaders`` (address -> the leader it names, or an
   exception-like string starting with "error: ") as ``ProbeResult``s.
 
-Only the session's operations and a few public attributes are used, so a
-reorganisation of the session's internals does not break these tests.  The
-one private name is the cursor's result holder, ``ResultState``, imported
-here once (see ``new_cursor`` and ``fetch_all``).
+Only the session's operations, the ``Result`` they return and a few public
+attributes are used, so a reorganisation of the session's internals does not
+break these tests (see ``new_cursor`` and ``fetch_all``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dqlite._probe import ProbeResult
-from dqlite._session import CLOSE, CONNECTED, POLL, Connect, FindLeader, ResultState, SendSoon, Session, Sleep
+from dqlite._io import CLOSE, CONNECTED, POLL, Connect, FindLeader, Send, Sleep
+from dqlite._session import Result, Session
 from dqlite.exceptions import ConnectionLostError
 
 try:  # the wire bytes, written from protocol.md (tests/wirebytes.py)
@@ -54,7 +55,7 @@ except ImportError:  # tests/ imported as a package
 
 __all__ = ["Arrived", "Lost", "Scripted", "Write", "fetch_all", "make_session", "new_cursor"]
 
-#: What the session's generators yield to receive (dqlite._session.RECV).
+#: What the session's generators yield to receive (dqlite._io.RECV).
 RECV = None
 
 
@@ -77,7 +78,7 @@ class Write:
     """One send of the session: the requests it held, as ``describe_request`` shows them."""
 
     requests: list[tuple[Any, ...]]
-    soon: bool = False  # a SendSoon: its answer is read with a later request's
+    soon: bool = False  # a Send: its answers are read later
 
 
 Step = bytes | Arrived | Lost
@@ -127,7 +128,7 @@ class Scripted:
             self._recv()
         elif isinstance(request, (bytes, bytearray)):
             self._send(bytes(request), soon=False)
-        elif type(request) is SendSoon:
+        elif type(request) is Send:
             self._send(request.data, soon=True)
         elif request is POLL:
             if self.connected and self.script and isinstance(self.script[0], Arrived):
@@ -207,24 +208,39 @@ def make_session(address: str | Sequence[str] = "10.0.0.1:9001", database: str =
     return Session(address, database, **settings)
 
 
-class _Owner:
-    """What a cursor needs of its connection: the session and a row factory."""
+class ScriptedCursor:
+    """What a cursor keeps of its statements: the last ``Result`` and rowid."""
 
-    row_factory = None
+    def __init__(self) -> None:
+        self.result = Result()
+        self.lastrowid: int | None = None
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def run(self, server: Scripted, op: Generator[Any, Any, Any]) -> None:
+        """Run ``execute``/``executemany``'s ``op`` against ``server``; keep its result."""
+        result = server.run(op)
+        self.result = result
+        if result.lastrowid is not None:
+            self.lastrowid = result.lastrowid
+
+    @property
+    def rowcount(self) -> int:
+        return self.result.rowcount
+
+    @property
+    def description(self) -> tuple | None:
+        return self.result.description
 
 
-def new_cursor(session: Session) -> ResultState:
-    """A cursor's result holder on ``session`` (what the session writes results into)."""
-    return ResultState(_Owner(session))
+def new_cursor(session: Session) -> ScriptedCursor:
+    """A cursor for ``session``'s statements (``ScriptedCursor.run``)."""
+    return ScriptedCursor()
 
 
-def fetch_all(server: Scripted, cursor: ResultState) -> list[Any]:
+def fetch_all(server: Scripted, cursor: ScriptedCursor) -> list[Any]:
     """The rest of ``cursor``'s result, reading the batches still to come as
     ``Cursor.fetchall`` does (``read_batch`` until the end)."""
-    out = cursor._take_rest()
-    while not cursor._done:
-        cursor._done = server.run(server.session.read_batch(cursor, out))
+    result = cursor.result
+    out = result.rows[result.pos:]
+    while not result.done:
+        result.done = server.run(server.session.read_batch(result, out))
     return out

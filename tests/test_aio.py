@@ -13,6 +13,7 @@ import pytest
 
 import dqlite
 import dqlite.aio
+import dqlite._session
 from dqlite.cluster import ClusterAdmin
 
 try:  # the wire bytes, written from protocol.md (tests/wirebytes.py)
@@ -272,13 +273,11 @@ def test_an_unexpected_exception_midway_through_a_query_drops_the_socket(dqlite_
 
     async def main():
         conn = await dqlite.aio.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True)
-        await (await conn.execute(sql, (3,))).fetchall()  # prepared: the next run takes the fast path
-        session = conn._session
-
+        await (await conn.execute(sql, (3,))).fetchall()
         def broken(*args):
             raise MemoryError
 
-        monkeypatch.setattr(session, "take_query_rows", broken)
+        monkeypatch.setattr(dqlite._session, "_description", broken)  # called once the first batch is in
         with pytest.raises(MemoryError):
             await conn.execute(sql, (20000,))
         monkeypatch.undo()

@@ -63,12 +63,12 @@ def test_large_result_spans_many_batches_and_streams(table):
     first = cur.fetchmany(10)
     assert first == [(i, f"name-{i:08d}") for i in range(10)]
     # Only the batches needed so far were decoded: the cursor holds at most a batch.
-    assert len(cur._rows) < 1000
+    assert len(cur._result.rows) < 1000
     seen = 10
     while batch := cur.fetchmany(1000):
         assert batch[0] == (seen, f"name-{seen:08d}")
         seen += len(batch)
-        assert len(cur._rows) < 2000
+        assert len(cur._result.rows) < 2000
     assert seen == 100_000
 
 

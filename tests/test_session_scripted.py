@@ -104,9 +104,9 @@ def test_a_cached_query_is_prepared_once_then_only_queried():
     sql = "SELECT x FROM t WHERE id = ?"
     server.answer(stmt_message(4, 1), rows_message(["x"], [[(TEXT, "a")]]), rows_message(["x"], [[(TEXT, "b")]]))
 
-    server.run(session.execute(cursor, sql, (7,)))
+    cursor.run(server, session.execute(sql, (7,)))
     first = fetch_all(server, cursor)
-    server.run(session.execute(cursor, sql, (8,)))
+    cursor.run(server, session.execute(sql, (8,)))
     second = fetch_all(server, cursor)
 
     assert [w.requests for w in server.writes] == [
@@ -125,7 +125,7 @@ def test_the_first_statement_begins_a_transaction_and_commit_ends_it():
     cursor = new_cursor(session)
     server.answer(stmt_message(1, 1), result_message() + result_message(10, 1), result_message())
 
-    server.run(session.execute(cursor, INSERT, (5,)))
+    cursor.run(server, session.execute(INSERT, (5,)))
     assert session.in_transaction
     assert (cursor.rowcount, cursor.lastrowid) == (1, 10)
     server.run(session.commit())
@@ -144,7 +144,7 @@ def test_autocommit_sends_no_begin_and_commit_sends_nothing():
     cursor = new_cursor(session)
     server.answer(stmt_message(1, 1), result_message(3, 1))
 
-    server.run(session.execute(cursor, INSERT, (5,)))
+    cursor.run(server, session.execute(INSERT, (5,)))
     server.run(session.commit())
 
     assert server.requests == [("PREPARE", INSERT), ("EXEC", 1, [(INTEGER, 5)])]
@@ -163,7 +163,7 @@ def test_a_failure_answer_raises_the_pep249_error_with_the_server_code(code, mes
     server.answer(stmt_message(1, 1), failure_message(code, message))
 
     with pytest.raises(error) as info:
-        server.run(session.execute(cursor, INSERT, (5,)))
+        cursor.run(server, session.execute(INSERT, (5,)))
 
     assert type(info.value) is error
     assert (info.value.code, info.value.server_message) == (code, message)
@@ -180,7 +180,7 @@ def test_no_such_table_at_prepare_runs_a_barrier_and_prepares_once_more():
                   failure_message(1, "no such table: t"))
 
     with pytest.raises(dqlite.OperationalError, match="no such table: t"):
-        server.run(session.execute(cursor, sql, ()))
+        cursor.run(server, session.execute(sql, ()))
 
     assert server.requests == [("PREPARE", sql), ("QUERY_SQL", "SELECT 1"), ("PREPARE", sql)]
 
@@ -193,7 +193,7 @@ def test_not_leader_on_a_write_in_autocommit_closes_and_raises_connection_lost()
     server.answer(stmt_message(1, 1), failure_message(10250, "not leader"))
 
     with pytest.raises(dqlite.ConnectionLostError) as info:
-        server.run(session.execute(cursor, INSERT, (5,)))
+        cursor.run(server, session.execute(INSERT, (5,)))
 
     # Refused before it ran: the outcome is known (not CommitOutcomeUnknownError), and not retried.
     assert type(info.value) is dqlite.ConnectionLostError
@@ -206,7 +206,7 @@ def test_a_commit_whose_connection_dies_is_of_unknown_outcome_and_never_retried(
     session, server = connected()
     cursor = new_cursor(session)
     server.answer(stmt_message(1, 1), result_message() + result_message(1, 1), Lost("connection reset by peer"))
-    server.run(session.execute(cursor, INSERT, (5,)))
+    cursor.run(server, session.execute(INSERT, (5,)))
 
     with pytest.raises(dqlite.CommitOutcomeUnknownError, match="not retried"):
         server.run(session.commit())
@@ -221,7 +221,7 @@ def test_leadership_lost_at_commit_is_of_unknown_outcome_too():
     cursor = new_cursor(session)
     server.answer(stmt_message(1, 1), result_message() + result_message(1, 1),
                   failure_message(10506, "leadership lost"))
-    server.run(session.execute(cursor, INSERT, (5,)))
+    cursor.run(server, session.execute(INSERT, (5,)))
 
     with pytest.raises(dqlite.CommitOutcomeUnknownError) as info:
         server.run(session.commit())
@@ -238,7 +238,7 @@ def test_busy_on_a_write_in_autocommit_sleeps_then_sends_the_same_exec_again():
     cursor = new_cursor(session)
     server.answer(stmt_message(1, 1), failure_message(5, "database is locked"), result_message(9, 1))
 
-    server.run(session.execute(cursor, INSERT, (5,)))
+    cursor.run(server, session.execute(INSERT, (5,)))
 
     exec_5 = ("EXEC", 1, [(INTEGER, 5)])
     assert server.log == [("PREPARE", INSERT), exec_5, "SLEEP", exec_5]
@@ -253,7 +253,7 @@ def test_busy_snapshot_is_not_waited_for_in_autocommit():
     server.answer(stmt_message(1, 1), failure_message(517, "database is locked"))
 
     with pytest.raises(dqlite.OperationalError) as info:
-        server.run(session.execute(cursor, INSERT, (5,)))
+        cursor.run(server, session.execute(INSERT, (5,)))
 
     assert info.value.code == 517
     assert "SLEEP" not in server.log
@@ -272,7 +272,7 @@ def test_executemany_with_a_failing_row_rolls_the_batch_back_to_its_savepoint():
     )
 
     with pytest.raises(dqlite.IntegrityError, match="UNIQUE") as info:
-        server.run(session.executemany(cursor, INSERT, [(1,), (1,), (3,)]))
+        cursor.run(server, session.executemany(INSERT, [(1,), (1,), (3,)]))
 
     assert [w.requests for w in server.writes] == [
         [("PREPARE", INSERT)],
@@ -290,7 +290,7 @@ def test_executemany_releases_its_savepoint_and_sums_the_rowcount():
     server.answer(stmt_message(2, 1), result_message(), result_message(1, 1) + result_message(2, 1),
                   result_message())
 
-    server.run(session.executemany(cursor, INSERT, [(1,), (2,)]))
+    cursor.run(server, session.executemany(INSERT, [(1,), (2,)]))
 
     assert server.requests[-1] == ("EXEC_SQL", "RELEASE dqlite_executemany")
     assert cursor.rowcount == 2
@@ -303,7 +303,7 @@ def test_executemany_whose_first_row_finds_the_lock_taken_waits_and_runs_the_who
     server.answer(stmt_message(2, 1), result_message(), locked + locked, result_message() + result_message(),
                   result_message(), result_message(1, 1) + result_message(2, 1), result_message())
 
-    server.run(session.executemany(cursor, INSERT, iter([(1,), (2,)])))  # an iterator: replayed, not re-read
+    cursor.run(server, session.executemany(INSERT, iter([(1,), (2,)])))  # an iterator: replayed, not re-read
 
     rows = [("EXEC", 2, [(INTEGER, 1)]), ("EXEC", 2, [(INTEGER, 2)])]
     savepoint = [("EXEC_SQL", "SAVEPOINT dqlite_executemany")]
@@ -328,7 +328,7 @@ def test_a_result_in_two_batches_is_read_through_read_batch():
         rows_message(["id", "name"], [[(INTEGER, 3), (TEXT, "c")]]),
     )
 
-    server.run(session.execute(cursor, sql, ()))
+    cursor.run(server, session.execute(sql, ()))
     sent_before_reading = list(server.requests)
     rows = fetch_all(server, cursor)
 
@@ -343,7 +343,7 @@ def test_a_connection_lost_mid_result_raises_connection_lost_and_closes():
     session, server = connected(autocommit=True)
     cursor = new_cursor(session)
     server.answer(stmt_message(3, 0), rows_message(["x"], [[(INTEGER, 1)]], b"\xee" * 8), Lost())
-    server.run(session.execute(cursor, "SELECT x FROM t", ()))
+    cursor.run(server, session.execute("SELECT x FROM t", ()))
 
     with pytest.raises(dqlite.ConnectionLostError):
         fetch_all(server, cursor)
@@ -364,8 +364,8 @@ def test_an_evicted_statement_is_finalized_with_the_next_request_and_its_id_neve
                   stmt_message(2, 0), empty_message() + rows_message(["1"], [[(INTEGER, 1)]]))
 
     for sql in (one, two):
-        server.run(session.execute(cursor, sql, ()))
-    server.run(session.execute(cursor, one, ()))  # evicted by two: prepared again
+        cursor.run(server, session.execute(sql, ()))
+    cursor.run(server, session.execute(one, ()))  # evicted by two: prepared again
     # Preparing a statement evicts the oldest; its FINALIZE goes out with the next request.
     assert [w.requests for w in server.writes] == [
         [("PREPARE", one)], [("QUERY", 0, [])],
@@ -378,12 +378,12 @@ def test_an_evicted_statement_is_finalized_with_the_next_request_and_its_id_neve
 
 def test_a_read_only_transaction_ends_without_waiting_and_the_next_begin_goes_ahead_with_it():
     """commit() of a transaction that only read sends COMMIT and the next BEGIN
-    at once (SendSoon), and the next statement travels alone."""
+    at once (Send), and the next statement travels alone."""
     session, server = connected()
     cursor = new_cursor(session)
     sql = "SELECT x FROM t"
     server.answer(stmt_message(0, 0), result_message() + rows_message(["x"], [[(INTEGER, 1)]]))
-    server.run(session.execute(cursor, sql, ()))
+    cursor.run(server, session.execute(sql, ()))
     assert session.in_transaction
 
     server.run(session.commit())
@@ -392,7 +392,7 @@ def test_a_read_only_transaction_ends_without_waiting_and_the_next_begin_goes_ah
     assert not server.script  # nothing was waited for
 
     server.answer(Arrived(result_message()), rows_message(["x"], [[(INTEGER, 2)]]))
-    server.run(session.execute(cursor, sql, ()))
+    cursor.run(server, session.execute(sql, ()))
 
     assert fetch_all(server, cursor) == [(2,)]
     assert server.writes[-1].requests == [("QUERY", 0, [])]  # no BEGIN: it went ahead
@@ -408,9 +408,9 @@ def test_auto_mode_starts_a_read_transaction_over_when_its_first_write_finds_the
                   stmt_message(1, 1), failure_message(5, "database is locked"),
                   result_message(),                               # ROLLBACK
                   result_message() + result_message(7, 1))        # BEGIN, the write
-    server.run(session.execute(cursor, select, ()))
+    cursor.run(server, session.execute(select, ()))
 
-    server.run(session.execute(cursor, INSERT, (5,)))
+    cursor.run(server, session.execute(INSERT, (5,)))
 
     exec_5 = ("EXEC", 1, [(INTEGER, 5)])
     assert [w.requests for w in server.writes] == [
@@ -432,10 +432,10 @@ def test_deferred_mode_raises_a_stale_snapshot_at_the_first_write_instead_of_sta
     server.answer(stmt_message(0, 0), result_message() + rows_message(["x"], [[(INTEGER, 1)]]),
                   stmt_message(1, 1), failure_message(517, "database is locked"),
                   failure_message(1, "cannot start a transaction within a transaction"))
-    server.run(session.execute(cursor, select, ()))
+    cursor.run(server, session.execute(select, ()))
 
     with pytest.raises(dqlite.OperationalError, match="locked") as info:
-        server.run(session.execute(cursor, INSERT, (5,)))
+        cursor.run(server, session.execute(INSERT, (5,)))
 
     assert info.value.code == 517
     # After a failure that may have rolled the transaction back, a BEGIN asks
@@ -452,7 +452,7 @@ def test_immediate_mode_sends_its_begin_alone_before_a_write():
     cursor = new_cursor(session)
     server.answer(stmt_message(1, 1), result_message(), result_message(2, 1), result_message())
 
-    server.run(session.execute(cursor, INSERT, (5,)))
+    cursor.run(server, session.execute(INSERT, (5,)))
     server.run(session.commit())
 
     assert [w.requests for w in server.writes] == [
@@ -467,13 +467,13 @@ def test_a_connection_lost_inside_a_transaction_loses_it_until_rollback():
     session, server = connected()
     cursor = new_cursor(session)
     server.answer(stmt_message(1, 1), result_message() + result_message(1, 1), stmt_message(1, 1), Lost())
-    server.run(session.execute(cursor, INSERT, (5,)))
+    cursor.run(server, session.execute(INSERT, (5,)))
 
     with pytest.raises(dqlite.TransactionLostError):
-        server.run(session.execute(cursor, "UPDATE t SET x = ?", (6,)))
+        cursor.run(server, session.execute("UPDATE t SET x = ?", (6,)))
     assert server.log[-2:] == ["LOST", "CLOSE"]
     with pytest.raises(dqlite.TransactionLostError, match="call rollback"):
-        server.run(session.execute(cursor, INSERT, (7,)))  # refused before anything is sent
+        cursor.run(server, session.execute(INSERT, (7,)))  # refused before anything is sent
     assert server.log[-1] == "CLOSE"
 
     server.run(session.rollback())  # not connected: nothing to send
@@ -486,11 +486,11 @@ def test_the_next_statement_after_a_lost_connection_reconnects_and_prepares_agai
     cursor = new_cursor(session)
     server.answer(stmt_message(1, 1), failure_message(10250, "not leader"))
     with pytest.raises(dqlite.ConnectionLostError):
-        server.run(session.execute(cursor, INSERT, (5,)))
+        cursor.run(server, session.execute(INSERT, (5,)))
     server.log.clear()
     server.answer(server_message(1, A) + db_message(), stmt_message(1, 1), result_message(3, 1))
 
-    server.run(session.execute(cursor, INSERT, (6,)))
+    cursor.run(server, session.execute(INSERT, (6,)))
 
     assert server.log == CONNECT_A + [("PREPARE", INSERT), ("EXEC", 1, [(INTEGER, 6)])]
     assert session.connected_to == A and cursor.lastrowid == 3
@@ -503,5 +503,5 @@ def test_the_next_statement_after_a_lost_connection_reconnects_and_prepares_agai
 def test_statements_refused_before_anything_is_sent(sql, error):
     session, server = connected(autocommit=True)
     with pytest.raises(error):
-        server.run(session.execute(new_cursor(session), sql, ()))
+        server.run(session.execute(sql, ()))
     assert server.log == []
