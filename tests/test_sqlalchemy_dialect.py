@@ -516,6 +516,45 @@ def test_async_engine(dqlite_cluster, dqlite_database, observer):
     asyncio.run(main())
 
 
+def test_async_pooled_read_awaits_the_driver_once(dqlite_cluster, dqlite_database, observer, monkeypatch):
+    """A pooled point read through the asyncio engine (W7's loop) switches out
+    of its greenlet once, for the statement; fetching its rows and the pool's
+    reset of its read-only transaction await nothing, with or without a
+    transaction (docs/performance.md counts what each query costs)."""
+    import sqlalchemy_dqlite.aio as sa_aio
+
+    observer.execute("CREATE TABLE t (x INTEGER PRIMARY KEY, s TEXT)")
+    observer.execute("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+    t = sa.Table("t", sa.MetaData(), sa.Column("x", sa.Integer, primary_key=True), sa.Column("s", sa.String))
+    stmt = sa.select(t.c.x, t.c.s).where(t.c.x == sa.bindparam("x"))
+    awaited: list[str] = []
+    real_await = sa_aio.await_
+
+    def counting_await(awaitable):
+        awaited.append(getattr(awaitable, "__qualname__", type(awaitable).__name__))
+        return real_await(awaitable)
+
+    async def main():
+        engine = create_async_engine(f"dqlite+aio://{dqlite_cluster.addresses[0]}/{dqlite_database}",
+                                     pool_size=1, max_overflow=0)
+        async with engine.connect() as conn:  # connects, and prepares the statement
+            assert (await conn.execute(stmt, {"x": 1})).all() == [(1, "one")]
+        monkeypatch.setattr(sa_aio, "await_", counting_await)
+        for each in (engine, engine.execution_options(isolation_level="AUTOCOMMIT")):
+            for x, s in ((1, "one"), (2, "two"), (3, None)):
+                awaited.clear()
+                async with each.connect() as conn:
+                    rows = (await conn.execute(stmt, {"x": x})).all()
+                    raw = (await conn.get_raw_connection()).dbapi_connection
+                assert rows == ([(x, s)] if s else [])
+                assert awaited == ["AsyncCursor.execute"]
+                assert not raw.in_transaction  # the reset ended the read-only transaction
+        monkeypatch.undo()
+        await engine.dispose()
+
+    asyncio.run(main())
+
+
 # -- more parameters than a 1.11 server takes ----------------------------------
 
 
