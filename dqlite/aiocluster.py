@@ -9,38 +9,23 @@
     await admin.transfer(2)
 
 The requests are encoded and their answers decoded by the same code as the
-sync API's (``dqlite.cluster.encode_*`` on the compiled codec); only the
-waiting differs: on the event loop, no threads.
+sync API's (``dqlite.cluster.NodeClientBase`` on the compiled codec); only
+the waiting differs: on the event loop, no threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from ssl import SSLContext
 from typing import Any
 
-from dqlite._protocol import Decoder, Encoder, encode_handshake
+from dqlite._protocol import Decoder, encode_handshake
 from dqlite._wire import parse_address
 from dqlite.aio import _StreamProtocol
-from dqlite.cluster import (
-    ROLE_NAMES,
-    SPARE,
-    VOTER,
-    LeaderSearch,
-    NodeInfo,
-    Request,
-    encode_add,
-    encode_assign,
-    encode_cluster,
-    encode_describe,
-    encode_dump,
-    encode_leader,
-    encode_remove,
-    encode_transfer,
-    encode_weight,
-)
+from dqlite.cluster import CLUSTER_WITH_ROLES, ROLE_NAMES, SPARE, VOTER, ClusterAdminBase, LeaderSearch
+from dqlite.cluster import NodeClientBase, NodeInfo, check_role
 from dqlite.exceptions import ConnectionLostError, Error, InterfaceError, ProtocolError
 
 __all__ = ["AsyncNodeClient", "AsyncClusterAdmin", "find_leader"]
@@ -48,7 +33,7 @@ __all__ = ["AsyncNodeClient", "AsyncClusterAdmin", "find_leader"]
 log = logging.getLogger("dqlite.cluster")
 
 
-class AsyncNodeClient:
+class AsyncNodeClient(NodeClientBase):
     """An asyncio control connection to one dqlite node (see ``dqlite.cluster.NodeClient``).
 
     ``client = await AsyncNodeClient.connect(address)``, or
@@ -57,12 +42,12 @@ class AsyncNodeClient:
     ``ConnectionLostError``, and the connection is closed).
     """
 
+    _kind = "dqlite.aiocluster.AsyncNodeClient"
+
     def __init__(self, address: str, protocol: _StreamProtocol, timeout: float) -> None:
         """Use ``AsyncNodeClient.connect``."""
-        self.address = address
-        self.timeout = timeout
+        super().__init__(address, timeout)
         self._protocol = protocol
-        self._encoder = Encoder()
         self._busy = False
 
     @classmethod
@@ -82,9 +67,6 @@ class AsyncNodeClient:
         protocol.write(encode_handshake())
         return cls(address, protocol, timeout)
 
-    def __repr__(self) -> str:
-        return f"<dqlite.aiocluster.AsyncNodeClient {self.address} {'closed' if self.closed else 'open'}>"
-
     @property
     def closed(self) -> bool:
         transport = self._protocol.transport
@@ -102,9 +84,8 @@ class AsyncNodeClient:
         if transport is not None:
             transport.abort()
 
-    async def _call(self, request: Request) -> Any:
-        reader_name, convert = request
-        data = self._encoder.take()
+    async def _call(self, name: str, *args: Any) -> Any:
+        data, request = self._encode(name, *args)
         if self._busy:
             raise InterfaceError("another request is in progress on this node client")
         if self.closed:
@@ -117,7 +98,7 @@ class AsyncNodeClient:
             async with asyncio.timeout(self.timeout):
                 while decoder.next_message() < 0:
                     await protocol.wait_for_message()
-            value = getattr(decoder, reader_name)()
+            return self._decode(request, decoder)
         except TimeoutError:
             await self.close()
             raise ConnectionLostError(f"timed out waiting for {self.address}") from None
@@ -127,43 +108,42 @@ class AsyncNodeClient:
             raise
         finally:
             self._busy = False
-        return value if convert is None else convert(value)
 
     async def leader(self) -> tuple[int, str]:
         """(id, address) of the leader as this node knows it; (0, "") when unknown."""
-        return await self._call(encode_leader(self._encoder))
+        return await self._call("leader")
 
     async def cluster(self) -> list[NodeInfo]:
         """Every member of the cluster with its role."""
-        return await self._call(encode_cluster(self._encoder))
+        return await self._call("cluster", CLUSTER_WITH_ROLES)
 
     async def add(self, node_id: int, address: str) -> None:
         """Add a node as a spare (leader only)."""
-        await self._call(encode_add(self._encoder, node_id, address))
+        await self._call("add", node_id, address)
 
     async def assign(self, node_id: int, role: int) -> None:
         """Change a node's role to VOTER, STANDBY or SPARE (leader only)."""
-        await self._call(encode_assign(self._encoder, node_id, role))
+        await self._call("assign", node_id, check_role(role))
 
     async def remove(self, node_id: int) -> None:
         """Remove a node from the cluster (leader only)."""
-        await self._call(encode_remove(self._encoder, node_id))
+        await self._call("remove", node_id)
 
     async def transfer(self, node_id: int = 0) -> None:
         """Hand leadership to ``node_id`` (0: a voter raft picks); returns once done."""
-        await self._call(encode_transfer(self._encoder, node_id))
+        await self._call("transfer", node_id)
 
     async def describe(self) -> tuple[int, int]:
         """(failure_domain, weight) of this node."""
-        return await self._call(encode_describe(self._encoder))
+        return await self._call("describe")
 
     async def set_weight(self, weight: int) -> None:
         """Set this node's weight (shown by ``describe``)."""
-        await self._call(encode_weight(self._encoder, weight))
+        await self._call("weight", weight)
 
     async def dump(self, database: str) -> dict[str, bytes]:
         """The database's files as the node holds them: {"name": ..., "name-wal": ...}."""
-        return await self._call(encode_dump(self._encoder, database))
+        return await self._call("dump", database)
 
 
 async def find_leader(addresses: str | Iterable[str], *, timeout: float = 5.0, ssl: SSLContext | None = None) -> str:
@@ -173,31 +153,21 @@ async def find_leader(addresses: str | Iterable[str], *, timeout: float = 5.0, s
         for address in search.candidates:
             try:
                 async with await AsyncNodeClient.connect(address, timeout=search.attempt_timeout(), ssl=ssl) as node:
-                    _, leader = await node.leader()
+                    if leader := search.answered(address, await node.leader()):
+                        return leader
             except Error as exc:
                 search.failed(address, str(exc))
-                continue
-            if leader:
-                return leader
-            search.failed(address, "knows no leader")
         await asyncio.sleep(search.pause())
 
 
-class AsyncClusterAdmin:
+class AsyncClusterAdmin(ClusterAdminBase):
     """Cluster administration sent to the current leader, for asyncio.
 
     The API of ``dqlite.cluster.ClusterAdmin`` with ``await``:
     ``await AsyncClusterAdmin(["127.0.0.1:9001"]).add(4, "127.0.0.1:9004")``.
     """
 
-    def __init__(self, addresses: str | Sequence[str], *, timeout: float = 5.0,
-                 ssl: SSLContext | None = None) -> None:
-        self.addresses = [addresses] if isinstance(addresses, str) else list(addresses)
-        self.timeout = timeout
-        self.ssl = ssl
-
-    def __repr__(self) -> str:
-        return f"<dqlite.aiocluster.AsyncClusterAdmin {','.join(self.addresses)}>"
+    _kind = "dqlite.aiocluster.AsyncClusterAdmin"
 
     async def _client(self, address: str) -> AsyncNodeClient:
         return await AsyncNodeClient.connect(address, timeout=self.timeout, ssl=self.ssl)

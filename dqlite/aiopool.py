@@ -20,33 +20,21 @@ from typing import Any
 
 import dqlite.aio
 from dqlite.aio import AsyncConnection
-from dqlite.exceptions import Error, InterfaceError
-from dqlite.pool import PoolClosedError, PoolLimits, PoolTimeoutError, Slot, _monotonic, leader_lost, must_drop
+from dqlite.pool import _CLOSED, PoolBase, PoolClosedError, Slot
 
 __all__ = ["AsyncConnectionPool", "create_pool"]
 
 
-async def create_pool(
-    addresses: str | Sequence[str],
-    database: str = "main",
-    *,
-    min_size: int = 1,
-    max_size: int = 10,
-    max_lifetime: float | None = 3600.0,
-    max_idle: float | None = 600.0,
-    acquire_timeout: float | None = 30.0,
-    **connect_kwargs: Any,
-) -> AsyncConnectionPool:
+async def create_pool(addresses: str | Sequence[str], database: str = "main", **kwargs: Any) -> AsyncConnectionPool:
     """A pool of ``dqlite.aio.connect`` connections, its ``min_size`` connections open.
 
-    The arguments are those of ``dqlite.pool.ConnectionPool``; other
+    The arguments are those of ``dqlite.pool.ConnectionPool`` (``min_size``,
+    ``max_size``, ``max_lifetime``, ``max_idle``, ``acquire_timeout``); other
     keywords go to ``dqlite.aio.connect``.
     """
-    pool = AsyncConnectionPool(addresses, database, min_size=min_size, max_size=max_size,
-                               max_lifetime=max_lifetime, max_idle=max_idle,
-                               acquire_timeout=acquire_timeout, **connect_kwargs)
+    pool = AsyncConnectionPool(addresses, database, **kwargs)
     try:
-        for _ in range(min_size):
+        for _ in range(pool.limits.min_size):
             pool._idle.append(Slot(await pool._connect(), 0))
     except BaseException:
         await pool.close()
@@ -54,67 +42,36 @@ async def create_pool(
     return pool
 
 
-class AsyncConnectionPool:
-    """An asyncio pool of connections to one database (make it with ``create_pool``)."""
+class AsyncConnectionPool(PoolBase):
+    """An asyncio pool of connections to one database (make it with ``create_pool``).
 
-    def __init__(self, addresses: str | Sequence[str], database: str = "main", *, min_size: int = 1,
-                 max_size: int = 10, max_lifetime: float | None = 3600.0, max_idle: float | None = 600.0,
-                 acquire_timeout: float | None = 30.0, **connect_kwargs: Any) -> None:
-        self.limits = PoolLimits(min_size, max_size, max_lifetime, max_idle, acquire_timeout)
-        self.addresses = addresses
-        self.database = database
-        self._connect_kwargs = connect_kwargs
-        self._autocommit = bool(connect_kwargs.get("autocommit", False))
-        self._on_query = connect_kwargs.get("on_query")
+    Its arguments and behaviour are those of ``dqlite.pool.ConnectionPool``.
+    """
+
+    _kind = "dqlite.aio pool"
+
+    def _start(self) -> None:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._idle: list[Slot] = []
-        self._in_use: dict[int, Slot] = {}
-        self._opening = 0
-        self._generation = 0
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return (f"<dqlite.aio pool {self.database} size={self.size} idle={len(self._idle)} "
-                f"{'closed' if self._closed else 'open'}>")
 
     async def _connect(self) -> AsyncConnection:
         return await dqlite.aio.connect(self.addresses, self.database, **self._connect_kwargs)
-
-    @property
-    def size(self) -> int:
-        """Connections open now (idle, in use, or being opened)."""
-        return len(self._idle) + len(self._in_use) + self._opening
-
-    @property
-    def idle(self) -> int:
-        """Connections waiting in the pool."""
-        return len(self._idle)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     async def getconn(self, timeout: float | None = None) -> AsyncConnection:
         """Take a connection (give it back with ``putconn``); ``acquire()`` does both."""
         if timeout is None:
             timeout = self.limits.acquire_timeout
+        stale: list[Slot] = []
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     # No await from the checks to the taking: nothing else runs in between.
-                    if self._closed:
-                        raise PoolClosedError("the connection pool is closed")
-                    now = _monotonic()
-                    while self._idle:
-                        slot = self._idle.pop()
-                        keep = len(self._idle) + len(self._in_use) + self._opening < self.limits.min_size
-                        if self.limits.stale(slot, now, self._generation, keep):
-                            slot.conn.terminate()
-                            continue
-                        self._in_use[id(slot.conn)] = slot
-                        return slot.conn
-                    if self.size < self.limits.max_size:
-                        self._opening += 1
+                    conn = self._take(stale)
+                    for slot in stale:
+                        slot.conn.terminate()
+                    stale.clear()
+                    if conn is not None:
+                        return conn
+                    if self._reserve():
                         break
                     waiter = asyncio.get_running_loop().create_future()
                     self._waiters.append(waiter)
@@ -128,20 +85,17 @@ class AsyncConnectionPool:
                         if waiter in self._waiters:
                             self._waiters.remove(waiter)
         except TimeoutError:
-            raise PoolTimeoutError(
-                f"no connection free within {timeout:g}s (max_size={self.limits.max_size})") from None
+            raise self._timed_out(timeout) from None
         try:
             conn = await self._connect()
         except BaseException:
-            self._opening -= 1
+            self._opened(None)
             self._wake_one()
             raise
-        self._opening -= 1
-        if self._closed:
-            conn.terminate()
-            raise PoolClosedError("the connection pool is closed")
-        self._in_use[id(conn)] = Slot(conn, self._generation)
-        return conn
+        if self._opened(conn):
+            return conn
+        conn.terminate()
+        raise PoolClosedError(_CLOSED)
 
     def _wake_one(self) -> None:
         """A connection came back, or a place freed up: wake the longest waiter."""
@@ -153,42 +107,16 @@ class AsyncConnectionPool:
 
     async def putconn(self, conn: AsyncConnection, error: BaseException | None = None) -> None:
         """Give back a connection from ``getconn`` (see ``dqlite.pool.ConnectionPool.putconn``)."""
-        slot = self._in_use.pop(id(conn), None)
-        if slot is None or slot.conn is not conn:
-            raise InterfaceError("this connection does not belong to the pool (or was given back already)")
-        drop = must_drop(error) or conn.closed
+        returned = self._check_in(conn, error)
         try:
-            if not drop:
-                try:
+            with returned:
+                if not returned.drop:
                     if not conn.rollback_nowait():
                         await conn.rollback()
-                    if conn.autocommit != self._autocommit:
-                        conn.autocommit = self._autocommit
-                    conn.row_factory = None
-                    if conn.on_query is not self._on_query:
-                        conn.on_query = self._on_query
-                except Error as exc:
-                    drop, error = True, exc
-                except BaseException:
-                    drop = True  # cancelled while rolling back: the socket is out of step
-                    raise
+                    self._reset(conn)
         finally:
-            if drop and leader_lost(error) and slot.generation == self._generation:
-                # A lost leader: the idle connections opened before talk to it too.
-                self._generation += 1
-                old, self._idle = self._idle, []
-                for other in old:
-                    other.conn.terminate()
-            keep = not (drop or self._closed or slot.generation != self._generation
-                        or self.limits.too_old(slot, _monotonic()))
-            if keep:
-                slot.idle_since = _monotonic()
-                self._idle.append(slot)
-            else:
-                conn.terminate()
-            # Idle connections past their limits go now, not at the next acquire.
-            for stale in self.limits.prune(self._idle, len(self._in_use) + self._opening, self._generation):
-                stale.conn.terminate()
+            for old in self._given_back(returned):
+                old.conn.terminate()
             self._wake_one()
 
     def acquire(self, timeout: float | None = None) -> _Acquire:
@@ -236,9 +164,7 @@ class AsyncConnectionPool:
 
         Tasks waiting in ``acquire`` get ``PoolClosedError``.
         """
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for slot in idle:
+        for slot in self._close():
             slot.conn.terminate()
         waiters, self._waiters = self._waiters, collections.deque()
         for waiter in waiters:

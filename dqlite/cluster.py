@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from ssl import SSLContext
 from typing import Any, NamedTuple
 
-from dqlite._protocol import Encoder
+from dqlite._protocol import Decoder, Encoder
 from dqlite._wire import Wire
 from dqlite.exceptions import Error, OperationalError, ProtocolError
 
@@ -41,64 +41,74 @@ class NodeInfo(NamedTuple):
         return ROLE_NAMES.get(self.role, str(self.role))
 
 
-# -- the requests, shared by NodeClient and dqlite.aiocluster.AsyncNodeClient --
-#
-# Each encodes one request into ``encoder`` and returns how to read its
-# answer: the decoder's reader method and what to make of its value.  The two
-# clients differ only in how they send and wait.
-
-Request = tuple[str, Callable[[Any], Any] | None]
+# -- what NodeClient and dqlite.aiocluster.AsyncNodeClient share --
 
 
 def _node_infos(servers: Any) -> list[NodeInfo]:
     return [NodeInfo(i, a, r) for i, a, r in servers]
 
 
-def encode_leader(encoder: Encoder) -> Request:
-    encoder.leader()
-    return "read_server", tuple
+#: How to read the answer to a request: the decoder's reader, and what to
+#: make of its value (None: as it is).
+Request = tuple[str, Callable[[Any], Any] | None]
+
+#: Each request, named as the encoder's method that writes it, and how to read its answer.
+_ANSWERS: dict[str, Request] = {
+    "leader": ("read_server", tuple),
+    "cluster": ("read_servers", _node_infos),
+    "add": ("read_empty", None),
+    "assign": ("read_empty", None),
+    "remove": ("read_empty", None),
+    "transfer": ("read_empty", None),
+    "describe": ("read_metadata", tuple),
+    "weight": ("read_empty", None),
+    "dump": ("read_files", None),
+}
+
+#: CLUSTER's answer format that carries the roles.
+CLUSTER_WITH_ROLES = 1
 
 
-def encode_cluster(encoder: Encoder) -> Request:
-    encoder.cluster(1)
-    return "read_servers", _node_infos
-
-
-def encode_add(encoder: Encoder, node_id: int, address: str) -> Request:
-    encoder.add(node_id, address)
-    return "read_empty", None
-
-
-def encode_assign(encoder: Encoder, node_id: int, role: int) -> Request:
+def check_role(role: int) -> int:
+    """``role``, if it is VOTER, STANDBY or SPARE; else ``OperationalError``."""
     if role not in ROLE_NAMES:
         raise OperationalError(f"unknown role {role!r}: use VOTER, STANDBY or SPARE")
-    encoder.assign(node_id, role)
-    return "read_empty", None
+    return role
 
 
-def encode_remove(encoder: Encoder, node_id: int) -> Request:
-    encoder.remove(node_id)
-    return "read_empty", None
+class NodeClientBase:
+    """What ``NodeClient`` and ``dqlite.aiocluster.AsyncNodeClient`` share,
+    all but the I/O: the address and timeout, the encoding of each request
+    and the decoding of its answer, the repr.  A shell adds ``closed``,
+    ``close`` and the sending and waiting (``_call``).
+    """
 
+    #: The name ``repr`` shows.
+    _kind = "dqlite.cluster.NodeClient"
 
-def encode_transfer(encoder: Encoder, node_id: int) -> Request:
-    encoder.transfer(node_id)
-    return "read_empty", None
+    def __init__(self, address: str, timeout: float) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._encoder = Encoder()
 
+    def __repr__(self) -> str:
+        return f"<{self._kind} {self.address} {'closed' if self.closed else 'open'}>"
 
-def encode_describe(encoder: Encoder) -> Request:
-    encoder.describe()
-    return "read_metadata", tuple
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
 
+    def _encode(self, name: str, *args: Any) -> tuple[bytes, Request]:
+        """The bytes of the request ``name`` with ``args``, and how to read its answer."""
+        getattr(self._encoder, name)(*args)
+        return self._encoder.take(), _ANSWERS[name]
 
-def encode_weight(encoder: Encoder, weight: int) -> Request:
-    encoder.weight(weight)
-    return "read_empty", None
-
-
-def encode_dump(encoder: Encoder, database: str) -> Request:
-    encoder.dump(database)
-    return "read_files", None
+    @staticmethod
+    def _decode(request: Request, decoder: Decoder) -> Any:
+        """The answer to ``request``, read off ``decoder`` (which holds it whole)."""
+        reader_name, convert = request
+        value = getattr(decoder, reader_name)()
+        return value if convert is None else convert(value)
 
 
 def find_node(members: Iterable[NodeInfo], node: int | str) -> NodeInfo:
@@ -115,7 +125,7 @@ def find_node(members: Iterable[NodeInfo], node: int | str) -> NodeInfo:
     raise OperationalError(f"no node {text!r} in the cluster; members: {known}")
 
 
-class NodeClient:
+class NodeClient(NodeClientBase):
     """A control connection to one dqlite node.
 
     Requests other than LEADER, CLUSTER, DESCRIBE, WEIGHT and DUMP only work
@@ -124,14 +134,13 @@ class NodeClient:
     """
 
     def __init__(self, address: str, *, timeout: float = 5.0, ssl: SSLContext | None = None) -> None:
-        self.address = address
-        self._encoder = Encoder()
+        super().__init__(address, timeout)
         self._wire = Wire(address, timeout, None, ssl)
         self._wire.handshake_and_send(b"")
 
-    def __repr__(self) -> str:
-        state = "closed" if self._wire.closed else "open"
-        return f"<dqlite.cluster.NodeClient {self.address} {state}>"
+    @property
+    def closed(self) -> bool:
+        return self._wire.closed
 
     def __enter__(self) -> NodeClient:
         return self
@@ -142,53 +151,52 @@ class NodeClient:
     def close(self) -> None:
         self._wire.close()
 
-    def _call(self, request: Request) -> Any:
-        reader_name, convert = request
+    def _call(self, name: str, *args: Any) -> Any:
+        data, request = self._encode(name, *args)
         wire = self._wire
-        wire.send(self._encoder.take())
+        wire.send(data)
         try:
-            value = wire.read(getattr(wire.decoder, reader_name))
+            return wire.read(lambda: self._decode(request, wire.decoder))
         except ProtocolError:
             # A server error leaves the connection in step; bad bytes do not.
             wire.close()
             raise
-        return value if convert is None else convert(value)
 
     def leader(self) -> tuple[int, str]:
         """(id, address) of the leader as this node knows it; (0, "") when unknown."""
-        return self._call(encode_leader(self._encoder))
+        return self._call("leader")
 
     def cluster(self) -> list[NodeInfo]:
         """Every member of the cluster with its role."""
-        return self._call(encode_cluster(self._encoder))
+        return self._call("cluster", CLUSTER_WITH_ROLES)
 
     def add(self, node_id: int, address: str) -> None:
         """Add a node as a spare (leader only)."""
-        self._call(encode_add(self._encoder, node_id, address))
+        self._call("add", node_id, address)
 
     def assign(self, node_id: int, role: int) -> None:
         """Change a node's role to VOTER, STANDBY or SPARE (leader only)."""
-        self._call(encode_assign(self._encoder, node_id, role))
+        self._call("assign", node_id, check_role(role))
 
     def remove(self, node_id: int) -> None:
         """Remove a node from the cluster (leader only)."""
-        self._call(encode_remove(self._encoder, node_id))
+        self._call("remove", node_id)
 
     def transfer(self, node_id: int = 0) -> None:
         """Hand leadership to ``node_id`` (0: a voter raft picks); returns once done."""
-        self._call(encode_transfer(self._encoder, node_id))
+        self._call("transfer", node_id)
 
     def describe(self) -> tuple[int, int]:
         """(failure_domain, weight) of this node."""
-        return self._call(encode_describe(self._encoder))
+        return self._call("describe")
 
     def set_weight(self, weight: int) -> None:
         """Set this node's weight (shown by ``describe``)."""
-        self._call(encode_weight(self._encoder, weight))
+        self._call("weight", weight)
 
     def dump(self, database: str) -> dict[str, bytes]:
         """The database's files as the node holds them: {"name": ..., "name-wal": ...}."""
-        return self._call(encode_dump(self._encoder, database))
+        return self._call("dump", database)
 
 
 class LeaderSearch:
@@ -213,6 +221,13 @@ class LeaderSearch:
     def failed(self, address: str, why: str) -> None:
         self.errors[address] = why
 
+    def answered(self, address: str, answer: tuple[int, str]) -> str:
+        """The leader's address from ``address``'s answer to LEADER; "" when it knows none."""
+        leader = answer[1]
+        if not leader:
+            self.failed(address, "knows no leader")
+        return leader
+
     def pause(self) -> float:
         """Seconds to wait before the next round; raises once time is up."""
         delay = self.delay
@@ -235,23 +250,19 @@ def find_leader(addresses: str | Iterable[str], *, timeout: float = 5.0, ssl: SS
         for address in search.candidates:
             try:
                 with NodeClient(address, timeout=search.attempt_timeout(), ssl=ssl) as node:
-                    _, leader = node.leader()
+                    if leader := search.answered(address, node.leader()):
+                        return leader
             except Error as exc:
                 search.failed(address, str(exc))
-                continue
-            if leader:
-                return leader
-            search.failed(address, "knows no leader")
         time.sleep(search.pause())
 
 
-class ClusterAdmin:
-    """Cluster administration sent to the current leader, rediscovered as needed.
+class ClusterAdminBase:
+    """What ``ClusterAdmin`` and ``dqlite.aiocluster.AsyncClusterAdmin`` share:
+    the bootstrap addresses, the timeout and TLS of each connection, the repr."""
 
-    ``ClusterAdmin(["127.0.0.1:9001", ...]).add(4, "127.0.0.1:9004")``.
-    ``ssl``: an ``SSLContext`` for TLS to the nodes.  ``dqlite.aiocluster``
-    has the same API for asyncio.
-    """
+    #: The name ``repr`` shows.
+    _kind = "dqlite.cluster.ClusterAdmin"
 
     def __init__(self, addresses: str | Sequence[str], *, timeout: float = 5.0,
                  ssl: SSLContext | None = None) -> None:
@@ -260,7 +271,16 @@ class ClusterAdmin:
         self.ssl = ssl
 
     def __repr__(self) -> str:
-        return f"<dqlite.cluster.ClusterAdmin {','.join(self.addresses)}>"
+        return f"<{self._kind} {','.join(self.addresses)}>"
+
+
+class ClusterAdmin(ClusterAdminBase):
+    """Cluster administration sent to the current leader, rediscovered as needed.
+
+    ``ClusterAdmin(["127.0.0.1:9001", ...]).add(4, "127.0.0.1:9004")``.
+    ``ssl``: an ``SSLContext`` for TLS to the nodes.  ``dqlite.aiocluster``
+    has the same API for asyncio.
+    """
 
     def _leader_client(self) -> NodeClient:
         return self._client(self.leader())
