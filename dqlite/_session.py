@@ -34,7 +34,7 @@ from dqlite._failures import (
 from dqlite._io import CLOSE, POLL, RECV, Op, Send, Sleep
 from dqlite._protocol import MAX_PARAMS_SCHEMA0, Decoder, Encoder
 from dqlite._statements import Prepared, StatementCache, as_params
-from dqlite._transaction import _OPEN, AHEAD, FRESH, LOST, READING, LockWait, Transaction
+from dqlite._transaction import AHEAD, FRESH, LOST, READING, WRITING, LockWait, Transaction
 from dqlite._wire import DEFAULT_BUSY_POLL, parse_address
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
@@ -531,7 +531,8 @@ class Session(LeaderDiscovery):
         tx = self.tx
         if self.closed or tx.state is LOST:
             self.check_usable()  # raises
-        info = self.statements.classify(sql)
+        statements = self.statements
+        info = statements.classified.get(sql) or statements.classify(sql)
         if type(params) is not tuple and type(params) is not list:
             params = as_params(params, info)
         kind = info.kind
@@ -552,10 +553,79 @@ class Session(LeaderDiscovery):
         # A write outside any transaction commits by itself: losing the
         # connection after sending it leaves its outcome unknown.
         writing = kind == _sql.COMMIT or (kind != _sql.QUERY and self.autocommit and not tx.is_open)
+        encoder = self.encoder
+        decoder = self.decoder
         attempt = 0
         while True:
+            # One attempt: send the statement (with what must go before it)
+            # and read its answer.  A prepared statement's is written out
+            # here, with no generator nested in this one: the common case.
             try:
-                result = yield from self._execute(sql, info, params)
+                if (self.unread or tx.state is AHEAD) and self.connected_to is not None:
+                    yield from self._settle_ahead(info)
+                prepared = None if not params and kind in _EXEC_SQL_KINDS else statements.prepared.get(sql)
+                if prepared is None:
+                    if not params and kind in _EXEC_SQL_KINDS:
+                        result = yield from self._exec_sql(sql, info)
+                        break
+                    prepared = yield from self._prepare(sql, info)
+                else:
+                    statements.prepared.move_to_end(sql)  # the most recently used
+                pkind = prepared.info.kind  # a PRAGMA may have turned out to return no rows
+                if len(params) == prepared.nparams and prepared.nparams <= MAX_PARAMS_SCHEMA0:
+                    params32 = False
+                else:
+                    params32 = yield from self._check_params(prepared, params)
+                if self.connected_to is None:
+                    yield from self.connect()
+                if not tx.begins_ahead and pkind != _sql.QUERY and self._needs_begin(info):
+                    yield from self._begin_alone()
+                nfin, finalized = 0, None
+                try:
+                    if statements.to_finalize:
+                        nfin, finalized = statements.encode_finalizes(encoder)
+                    begin = (not (self.autocommit or tx.state is READING or tx.state is WRITING)
+                             and self._begin_if_needed(info))
+                    if pkind == _sql.QUERY or pkind == _sql.PRAGMA:
+                        encoder.query(prepared.stmt_id, params, params32)
+                    else:
+                        encoder.exec(prepared.stmt_id, params, params32)
+                except BaseException:
+                    statements.unencode(encoder, finalized)
+                    raise
+                if nfin or begin:
+                    yield from self._send_with_prologue(nfin, begin)
+                else:
+                    yield encoder.take()
+                if self.unread:
+                    yield from self._read_unread()
+                while decoder.next_message() < 0:
+                    yield RECV
+                if pkind != _sql.QUERY and pkind != _sql.PRAGMA:
+                    last_id, changes = decoder.read_result()
+                    if pkind == _sql.DML:
+                        result = Result(rowcount=changes, lastrowid=last_id if info.is_insert else None)
+                    else:
+                        self._track_transaction_control(info)
+                        result = Result()
+                    break
+                rows: list = []
+                try:
+                    done = decoder.read_rows(rows)
+                except Error as exc:
+                    if pkind != _sql.PRAGMA or not ServerSays.NO_ROWS_TO_QUERY.matches(exc):
+                        raise
+                    result = yield from self._exec_rowless_pragma(prepared, params, params32)
+                    break
+                if (rows or done) and decoder.columns:
+                    result = Result(_description(decoder.columns, decoder.first_row_types), rows, done)
+                    if done:
+                        decoder.end_result()
+                    else:
+                        self.streaming = result
+                else:
+                    result = yield from self._read_first_rows(rows, done, pkind)
+                break
             except Error as exc:
                 if restartable and writes and exc.code in LOCKED_CODES:
                     delay = self._busy_delay(exc, attempt, stale_snapshot_too=True)
@@ -576,11 +646,11 @@ class Session(LeaderDiscovery):
             except Exception as exc:
                 yield from self._broken(exc, writing)
                 raise
-            if writes or tx.state is FRESH:
-                tx.statement_ran(writes)
-            elif restartable and tx.state is READING:
-                tx.savepoints.append(sql)
-            return result
+        if writes or tx.state is FRESH:
+            tx.statement_ran(writes)
+        elif restartable and tx.state is READING:
+            tx.savepoints.append(sql)
+        return result
 
     def _restart_transaction(self) -> Op:
         """AUTO: the transaction's first write found the database locked, or
@@ -620,82 +690,36 @@ class Session(LeaderDiscovery):
             tx.begun(implicit=True)
             tx.savepoints = savepoints
 
-    def _execute(self, sql: str, info: _sql.Statement, params: Sequence[Any]) -> Op:
-        """One attempt of ``execute``: send the statement (with what must go
-        before it) and read its answer."""
-        kind = info.kind
+    def _exec_sql(self, sql: str, info: _sql.Statement) -> Op:
+        """DDL and transaction control without parameters: one EXEC_SQL, nothing worth caching."""
         tx = self.tx
-        if (self.unread or tx.state is AHEAD) and self.connected_to is not None:
-            yield from self._settle_ahead(info)
-        if not params and kind in _EXEC_SQL_KINDS:
-            # DDL and transaction control: one EXEC_SQL, nothing worth caching.
-            yield from self._ensure_connected()
-            if not tx.begins_ahead and self._needs_begin(info):
-                yield from self._begin_alone()
-            try:
-                nfin, finalized = self.statements.encode_finalizes(self.encoder)
-                begin = self._begin_if_needed(info)
-                self.encoder.exec_sql(sql)
-            except BaseException:
-                self.statements.unencode(self.encoder, finalized)
-                raise
-            yield from self._send_with_prologue(nfin, begin)
-            yield from self._read(self.decoder.read_result)
-            self._track_transaction_control(info)
-            return Result()
-
-        prepared = self.statements.get(sql)
-        if prepared is None:
-            prepared = yield from self._prepare(sql, info)
-        kind = prepared.info.kind  # a PRAGMA may have turned out to return no rows
-        if len(params) == prepared.nparams and prepared.nparams <= MAX_PARAMS_SCHEMA0:
-            params32 = False
-        else:
-            params32 = yield from self._check_params(prepared, params)
-        if self.connected_to is None:
-            yield from self.connect()
-        if not tx.begins_ahead and kind != _sql.QUERY and self._needs_begin(info):
+        yield from self._ensure_connected()
+        if not tx.begins_ahead and self._needs_begin(info):
             yield from self._begin_alone()
-        encoder = self.encoder
-        nfin, finalized = 0, []
+        finalized: list[int] = []
         try:
-            if self.statements.to_finalize:
-                nfin, finalized = self.statements.encode_finalizes(encoder)
-            begin = not (self.autocommit or tx.state in _OPEN) and self._begin_if_needed(info)
-            if kind == _sql.QUERY or kind == _sql.PRAGMA:
-                encoder.query(prepared.stmt_id, params, params32)
-            else:
-                encoder.exec(prepared.stmt_id, params, params32)
+            nfin, finalized = self.statements.encode_finalizes(self.encoder)
+            begin = self._begin_if_needed(info)
+            self.encoder.exec_sql(sql)
         except BaseException:
-            self.statements.unencode(encoder, finalized)
+            self.statements.unencode(self.encoder, finalized)
             raise
-        if nfin or begin:
-            yield from self._send_with_prologue(nfin, begin)
-        else:
-            yield encoder.take()
+        yield from self._send_with_prologue(nfin, begin)
+        yield from self._read(self.decoder.read_result)
+        self._track_transaction_control(info)
+        return Result()
+
+    def _exec_rowless_pragma(self, prepared: Prepared, params: Sequence[Any], params32: bool) -> Op:
+        """A PRAGMA that yields no rows, which QUERY did not run (protocol.md §1.6): EXEC it."""
+        prepared.info = _sql.Statement(_sql.OTHER, False)
+        self.encoder.exec(prepared.stmt_id, params, params32)
+        yield self.encoder.take()
+        yield from self._read(self.decoder.read_result)
+        return Result()
+
+    def _read_first_rows(self, rows: list, done: bool, kind: str) -> Op:
+        """A query's answer whose first batch showed no row or no column."""
         decoder = self.decoder
-        if kind != _sql.QUERY and kind != _sql.PRAGMA:
-            last_id, changes = yield from self._read(decoder.read_result)
-            if kind == _sql.DML:
-                return Result(rowcount=changes, lastrowid=last_id if info.is_insert else None)
-            self._track_transaction_control(info)
-            return Result()
-        rows: list = []
-        try:
-            if self.unread:
-                yield from self._read_unread()
-            while decoder.next_message() < 0:
-                yield RECV
-            done = decoder.read_rows(rows)
-        except Error as exc:
-            if kind != _sql.PRAGMA or not ServerSays.NO_ROWS_TO_QUERY.matches(exc):
-                raise
-            # A row-less PRAGMA: QUERY did not run it (§1.6); EXEC it.
-            prepared.info = _sql.Statement(_sql.OTHER, False)
-            encoder.exec(prepared.stmt_id, params, params32)
-            yield encoder.take()
-            yield from self._read(decoder.read_result)
-            return Result()
         # A first batch may be empty; read on until there is a row to
         # show (the decoder's guard against endless empty batches trips here).
         while not done and not rows:

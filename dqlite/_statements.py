@@ -69,18 +69,19 @@ class StatementCache:
         self.size = max(int(size), 1)
         self.prepared: OrderedDict[str, Prepared] = OrderedDict()
         self.to_finalize: list[int] = []
-        self._classified: dict[str, _sql.Statement] = {}
+        #: Each SQL text's ``classify``, remembered (parsing costs more than a lookup).
+        self.classified: dict[str, _sql.Statement] = {}
 
     def classify(self, sql: str) -> _sql.Statement:
         """What kind of statement ``sql`` is (remembered: parsing costs more than a lookup)."""
-        info = self._classified.get(sql)
+        info = self.classified.get(sql)
         if info is None:
             if not isinstance(sql, str):
                 raise ProgrammingError(f"SQL must be a str, not {type(sql).__name__}")
             info = _sql.classify(sql)
-            if len(self._classified) > 4096:
-                self._classified.clear()
-            self._classified[sql] = info
+            if len(self.classified) > 4096:
+                self.classified.clear()
+            self.classified[sql] = info
         return info
 
     def get(self, sql: str) -> Prepared | None:

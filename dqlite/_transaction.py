@@ -63,8 +63,6 @@ _NEXT: dict[TxState, frozenset[TxState]] = {
     LOST: frozenset({IDLE, WRITING}),
 }
 
-_OPEN = frozenset({FRESH, READING, WRITING})
-
 
 class Transaction:
     """The connection's transaction: its state (``TxState``) and what goes with it.
@@ -114,7 +112,9 @@ class Transaction:
     @property
     def is_open(self) -> bool:
         """A transaction with statements in it is open (``in_transaction``)."""
-        return self.state in _OPEN or (self.state is LOST and self.server_open)
+        state = self.state  # (compared by identity: an enum member hashes in Python)
+        return (state is READING or state is WRITING or state is FRESH
+                or (state is LOST and self.server_open))
 
     def restartable(self, autocommit: bool) -> bool:
         """AUTO mode, and the transaction the next statement runs in is one

@@ -26,6 +26,7 @@ from dqlite.exceptions import (
     ConnectionLostError,
     Error,
     InterfaceError,
+    ProgrammingError,
     ProtocolError,
 )
 from dqlite.hooks import QueryHook
@@ -136,27 +137,8 @@ class Connection(ConnectionBase):
     # -- the I/O loop --------------------------------------------------------
 
     def _run(self, op: Op) -> Any:
-        """``_drive(op)``, refused while another thread runs an operation."""
-        if not self._lock.acquire(False):
-            op.close()
-            raise InterfaceError(_IN_USE)
-        try:
-            if self._pending_error is not None:
-                op.close()
-                error, self._pending_error = self._pending_error, None
-                raise error
-            return self._drive(op)
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        """End an operation: release the lock, then close if close() asked meanwhile."""
-        self._lock.release()
-        if self._close_requested:
-            self.close()
-
-    def _drive(self, op: Op) -> Any:
-        """Drive one session operation with blocking socket I/O.
+        """Drive one session operation with blocking socket I/O; refused
+        while another thread runs one.
 
         Each answer is waited for at most ``timeout`` seconds from the
         request that asked for it (or from the start of an operation that
@@ -164,12 +146,21 @@ class Connection(ConnectionBase):
         the bytes trickle in (see ``Wire.fill``); a long pipelined operation
         keeps sending, so it keeps its time.
         """
+        # The lock is held while an operation runs: two threads interleaving
+        # requests and answers on one socket would read each other's rows.
+        if not self._lock.acquire(False):
+            op.close()
+            raise InterfaceError(_IN_USE)
         send = op.send
         throw = op.throw
         error: Error | None = None
         reply: Any = None  # what the next resume sends in (FindLeader's answers)
         deadline = 0.0  # set by each send, or by a first receive with no send before it
         try:
+            if self._pending_error is not None:
+                op.close()
+                error, self._pending_error = self._pending_error, None
+                raise error
             while True:
                 try:
                     request = send(reply) if error is None else throw(error)
@@ -231,6 +222,9 @@ class Connection(ConnectionBase):
             wire = self._wire
             if wire is not None and wire.shortened:
                 wire.restore_timeout()
+            self._lock.release()
+            if self._close_requested:  # by close() from another thread meanwhile
+                self.close()
 
     def _interrupted(self, op: Op) -> None:
         """KeyboardInterrupt, or what a signal handler raised, ended ``op``
@@ -417,10 +411,16 @@ class Cursor(CursorBase):
         ``parameters``: a sequence for ``?`` placeholders (bound by position), or a
         mapping for named ones (``:name``, ``@name``, ``$name``), as in sqlite3.
         """
-        connection = self._check()
-        self._release_result(connection)
+        connection = self._connection
+        if connection is None:
+            raise ProgrammingError("Cannot operate on a closed cursor.")
+        session = connection._session
+        if session.streaming is not None and session.streaming is self._result:
+            connection._run(session.abandon_stream(self._result))
         self._result = _NOTHING
-        self._set_result(connection._run(connection._session.execute(sql, parameters)))
+        result = self._result = connection._run(session.execute(sql, parameters))
+        if result.lastrowid is not None:
+            self._lastrowid = result.lastrowid
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Parameters]) -> Cursor:
@@ -477,13 +477,18 @@ class Cursor(CursorBase):
         result = self._result
         if result.description is None or self._connection is None:
             self._check_result()  # raises
-        out = self._take_rest()
+        if result.pos:
+            out = result.rows[result.pos:]
+            result.pos = 0
+        else:
+            out = result.rows
+        result.rows = []
         if not result.done:
             connection = self._check()
             read_batch = connection._session.read_batch
             while not result.done:
                 result.done = connection._run(read_batch(result, out))
-        return self._made(out)
+        return out if self.row_factory is None else self._made(out)
 
     def __iter__(self) -> Iterator[Any]:
         return self
