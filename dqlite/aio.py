@@ -193,41 +193,98 @@ class AsyncConnection(ConnectionBase):
     # -- the I/O loop --------------------------------------------------------
 
     async def _run(self, op: Op) -> Any:
-        """Drive one session operation on the event loop, within the timeout."""
+        """Drive one session operation on the event loop, within the timeout.
+
+        The operation is busy, its task known and the watchdog armed for its
+        first answer (each request moves ``_deadline`` on).
+        """
         if self._busy:
             op.close()
             raise InterfaceError("another operation is in progress on this connection")
         if self._pending_error is not None:
             op.close()
-            error, self._pending_error = self._pending_error, None
-            raise error
+            pending, self._pending_error = self._pending_error, None
+            raise pending
         # The connection's own loop when it has one: asyncio.get_running_loop()
         # costs a getpid() system call each time.
         protocol = self._protocol
         loop = protocol.loop if protocol is not None and protocol.loop is not None else asyncio.get_running_loop()
-        self._start_operation(loop)
-        try:
-            return await self._drive(op)
-        except asyncio.CancelledError as exc:
-            self._cancelled(exc)
-            raise
-        finally:
-            self._end_operation()
-
-    def _start_operation(self, loop: asyncio.AbstractEventLoop) -> None:
-        """An operation is under way: busy, its task known, the watchdog armed
-        for its first answer (each request moves ``_deadline`` on)."""
         self._busy = True
         self._deadline = loop.time() + self._session.timeout
         self._task = asyncio.current_task(loop)
         self._timed_out = False
         if self._watchdog is None:
             self._watchdog = loop.call_at(self._deadline, self._on_watchdog)
-
-    def _end_operation(self) -> None:
-        self._deadline = 0.0
-        self._task = None
-        self._busy = False
+        try:
+            send = op.send
+            throw = op.throw
+            error: Error | None = None
+            reply: Any = None  # what the next resume sends in (FindLeader's answers)
+            while True:
+                try:
+                    request = send(reply) if error is None else throw(error)
+                except StopIteration as stop:
+                    return stop.value
+                error = reply = None
+                try:
+                    if request is None or type(request) is bytes:
+                        protocol = self._protocol
+                        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+                            raise ConnectionLostError("not connected")
+                        if request is not None:
+                            protocol.write(request)
+                            # Each answer gets the whole timeout from its request: a
+                            # long pipelined operation keeps its time while it sends.
+                            self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
+                            if self._session.decoder.next_message() >= 0:
+                                continue  # an answer owed from before is here whole: it is read first
+                        if self._attempt_timeout is None:
+                            await protocol.wait_for_message()
+                        else:
+                            # Setting up a connection: this node gets a share of the time.
+                            try:
+                                async with asyncio.timeout(self._attempt_timeout):
+                                    await protocol.wait_for_message()
+                            except TimeoutError:
+                                raise ConnectionLostError("timed out") from None
+                    elif type(request) is Send:
+                        protocol = self._protocol
+                        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+                            raise ConnectionLostError("not connected")
+                        protocol.write(request.data)
+                        self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
+                    elif request is POLL:
+                        pass  # the event loop has taken in whatever arrived
+                    elif request is CLOSE:
+                        self._close_transport()
+                    elif type(request) is Connect:
+                        self._close_transport()
+                        self._attempt_timeout = request.timeout
+                        await self._open(request)
+                    elif request is CONNECTED:
+                        self._attempt_timeout = None
+                    elif type(request) is Sleep:
+                        await asyncio.sleep(request.seconds)
+                    elif type(request) is FindLeader:
+                        reply = await probe_leaders_async(request.addresses, request.timeout,
+                                                          self._session.ssl, request.preferred)
+                    else:  # pragma: no cover - a bug in the session
+                        raise AssertionError(f"unknown I/O request {request!r}")
+                except (ConnectionLostError, ProtocolError) as exc:
+                    error = exc  # the session classifies it
+                except asyncio.CancelledError:
+                    error = self._abort(op)
+                    if isinstance(error, CommitOutcomeUnknownError):
+                        log.warning("a COMMIT was cancelled; its outcome is unknown")
+                    self._pending_error = error
+                    raise
+        except asyncio.CancelledError as exc:
+            self._cancelled(exc)
+            raise
+        finally:
+            self._deadline = 0.0
+            self._task = None
+            self._busy = False
 
     def _cancelled(self, exc: asyncio.CancelledError) -> None:
         """An operation ended cancelled: raise the timeout's error if the watchdog did it.
@@ -261,70 +318,6 @@ class AsyncConnection(ConnectionBase):
             return
         self._timed_out = True
         self._task.cancel()
-
-    async def _drive(self, op: Op) -> Any:
-        send = op.send
-        throw = op.throw
-        error: Error | None = None
-        reply: Any = None  # what the next resume sends in (FindLeader's answers)
-        while True:
-            try:
-                request = send(reply) if error is None else throw(error)
-            except StopIteration as stop:
-                return stop.value
-            error = reply = None
-            try:
-                if request is None or type(request) is bytes:
-                    protocol = self._protocol
-                    if protocol is None or protocol.transport is None or protocol.transport.is_closing():
-                        raise ConnectionLostError("not connected")
-                    if request is not None:
-                        protocol.write(request)
-                        # Each answer gets the whole timeout from its request: a
-                        # long pipelined operation keeps its time while it sends.
-                        self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
-                        if self._session.decoder.next_message() >= 0:
-                            continue  # an answer owed from before is here whole: it is read first
-                    if self._attempt_timeout is None:
-                        await protocol.wait_for_message()
-                    else:
-                        # Setting up a connection: this node gets a share of the time.
-                        try:
-                            async with asyncio.timeout(self._attempt_timeout):
-                                await protocol.wait_for_message()
-                        except TimeoutError:
-                            raise ConnectionLostError("timed out") from None
-                elif type(request) is Send:
-                    protocol = self._protocol
-                    if protocol is None or protocol.transport is None or protocol.transport.is_closing():
-                        raise ConnectionLostError("not connected")
-                    protocol.write(request.data)
-                    self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
-                elif request is POLL:
-                    pass  # the event loop has taken in whatever arrived
-                elif request is CLOSE:
-                    self._close_transport()
-                elif type(request) is Connect:
-                    self._close_transport()
-                    self._attempt_timeout = request.timeout
-                    await self._open(request)
-                elif request is CONNECTED:
-                    self._attempt_timeout = None
-                elif type(request) is Sleep:
-                    await asyncio.sleep(request.seconds)
-                elif type(request) is FindLeader:
-                    reply = await probe_leaders_async(request.addresses, request.timeout,
-                                                      self._session.ssl, request.preferred)
-                else:  # pragma: no cover - a bug in the session
-                    raise AssertionError(f"unknown I/O request {request!r}")
-            except (ConnectionLostError, ProtocolError) as exc:
-                error = exc  # the session classifies it
-            except asyncio.CancelledError:
-                error = self._abort(op)
-                if isinstance(error, CommitOutcomeUnknownError):
-                    log.warning("a COMMIT was cancelled; its outcome is unknown")
-                self._pending_error = error
-                raise
 
     def _abort(self, op: Op) -> Error | None:
         """Cancelled (or timed out) mid-operation: drop the socket.
@@ -515,10 +508,16 @@ class AsyncCursor(CursorBase):
         ``parameters``: a sequence for ``?`` placeholders (bound by position), or a
         mapping for named ones (``:name``, ``@name``, ``$name``), as in sqlite3.
         """
-        connection = self._check()
-        await self._release_result(connection)
+        connection = self._connection
+        if connection is None:
+            raise ProgrammingError("Cannot operate on a closed cursor.")
+        session = connection._session
+        if session.streaming is not None and session.streaming is self._result:
+            await connection._run(session.abandon_stream(self._result))
         self._result = _NOTHING
-        self._set_result(await connection._run(connection._session.execute(sql, parameters)))
+        result = self._result = await connection._run(session.execute(sql, parameters))
+        if result.lastrowid is not None:
+            self._lastrowid = result.lastrowid
         return self
 
     async def executemany(self, sql: str, seq_of_parameters: Iterable[Parameters]) -> AsyncCursor:
