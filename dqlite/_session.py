@@ -87,6 +87,21 @@ class Result:
         self.lastrowid = lastrowid
 
 
+def _rows_result(description: tuple, rows: list, done: bool) -> Result:
+    """``Result(description, rows, done)`` for the common case, a query's
+    answer, without running ``__init__``."""
+    result = _new_result(Result)
+    result.description = description
+    result.rows = rows
+    result.pos = 0
+    result.done = done
+    result.rowcount = -1
+    result.lastrowid = None
+    return result
+
+
+_new_result = object.__new__
+
 _last_description: tuple = (None, None, None)
 
 
@@ -618,7 +633,7 @@ class Session(LeaderDiscovery):
                     result = yield from self._exec_rowless_pragma(prepared, params, params32)
                     break
                 if (rows or done) and decoder.columns:
-                    result = Result(_description(decoder.columns, decoder.first_row_types), rows, done)
+                    result = _rows_result(_description(decoder.columns, decoder.first_row_types), rows, done)
                     if done:
                         decoder.end_result()
                     else:

@@ -152,7 +152,6 @@ class Connection(ConnectionBase):
             op.close()
             raise InterfaceError(_IN_USE)
         send = op.send
-        throw = op.throw
         error: Error | None = None
         reply: Any = None  # what the next resume sends in (FindLeader's answers)
         deadline = 0.0  # set by each send, or by a first receive with no send before it
@@ -163,7 +162,7 @@ class Connection(ConnectionBase):
                 raise error
             while True:
                 try:
-                    request = send(reply) if error is None else throw(error)
+                    request = send(reply) if error is None else op.throw(error)
                 except StopIteration as stop:
                     return stop.value
                 except Exception:
