@@ -105,6 +105,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the go-dqlite peer measured next to ours in W1, W2, W3 and W6: auto (default: "
         f"{GO_WORKER.relative_to(REPO)} if built, see scripts/build-go-bench.sh), a worker binary, or none",
     )
+    parser.add_argument(
+        "--drivers", metavar="KINDS",
+        help="comma-separated driver kinds to run (ours, the reference, floors and peer alike), e.g. "
+        "dbapi,dbapi.nopoll; also the only way to run the optional kinds (dbapi.nopoll: W1 and W6 with "
+        "busy_poll=0). Default: every kind of each workload but the optional ones",
+    )
+    parser.add_argument(
+        "--proxy-delay", type=float, metavar="SECONDS",
+        help="start the local cluster behind a TCP proxy (bench/proxy.py, a process of its own) that "
+        "holds every answer of every node SECONDS (e.g. 0.0002): a distant cluster on one machine. "
+        "Not with --url",
+    )
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="event loop of the async workloads (default: asyncio's own)")
     parser.add_argument("--profile", metavar="DIR", help="cProfile each measured part into DIR/*.pstats")
@@ -124,6 +136,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if "W2" in wanted and "W8" not in wanted:
         wanted.append("W8")
     args.workload_list = [w for w in ORDER if w in wanted]
+    if args.drivers is not None:
+        args.drivers = {d.strip() for d in args.drivers.split(",") if d.strip()}
+        known = {"go"} | {d for w in args.workload_list for d in
+                          (*WORKLOADS[w].apis, *WORKLOADS[w].optional_apis, WORKLOADS[w].ref_api) if d}
+        if not args.drivers or args.drivers - known:
+            parser.error(f"--drivers: unknown kind(s) {', '.join(sorted(args.drivers - known)) or '(none given)'} "
+                         f"for these workloads; known: {', '.join(sorted(known))}")
+    if args.proxy_delay is not None:
+        if args.url:
+            parser.error("--proxy-delay starts its own cluster (its nodes must advertise the proxy): not with --url")
+        if not 0 <= args.proxy_delay <= 1:
+            parser.error("--proxy-delay must be between 0 and 1 second")
     if args.go == "auto":
         args.go = str(GO_WORKER) if os.access(GO_WORKER, os.X_OK) else None
     elif args.go == "none":
@@ -161,26 +185,28 @@ def parse_cluster_url(text: str) -> tuple[list[str], str | None]:
 
 def plan(
     workload_ids: list[str], compare: str | None, compare_client: str, other_name: str = "other",
-    go: str | None = None,
+    go: str | None = None, drivers: set[str] | None = None,
 ) -> list[Contestant]:
     """Every contestant, in the order they run within a round.
 
     ``other_name`` labels the --compare client's rows; ``go`` is the go-dqlite
-    peer's worker binary (None: no peer).
+    peer's worker binary (None: no peer); ``drivers``, the driver kinds to run
+    (None: each workload's own, without the optional ones).
     """
     contestants = []
     for wid in workload_ids:
         w = WORKLOADS[wid]
-        for driver in w.apis:
+        kinds = w.apis if drivers is None else [d for d in (*w.apis, *w.optional_apis) if d in drivers]
+        for driver in kinds:
             if driver.startswith("wire"):
                 contestants.append(Contestant(wid, "dqlite", driver, "floor", sys.executable))
                 continue
             contestants.append(Contestant(wid, "dqlite", driver, "ours", sys.executable))
             if compare:
                 contestants.append(Contestant(wid, compare_client, driver, "other", compare))
-        if go and wid in GO_WORKLOADS:
+        if go and wid in GO_WORKLOADS and (drivers is None or "go" in drivers):
             contestants.append(Contestant(wid, "go-dqlite", "go", "peer", go))
-        if w.ref_api:
+        if w.ref_api and (drivers is None or w.ref_api in drivers):
             contestants.append(Contestant(wid, "sqlite", w.ref_api, "ref", sys.executable))
     for c in contestants:
         c.label = report.driver_label(other_name if c.role == "other" else c.client, c.driver)
@@ -373,6 +399,8 @@ def _meta(args: argparse.Namespace, setup: Setup, cluster: str, started: datetim
         "compare": args.compare,
         "go": args.go,
         "loop": args.loop,
+        "drivers": sorted(args.drivers) if args.drivers else None,
+        "proxy_delay": args.proxy_delay,
     }
 
 
@@ -380,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now()
     show_progress = not args.no_progress
+    proxy_stats: dict[str, Any] = {}  # the delaying proxy's, once it stopped
     with ExitStack() as stack:
         tmp = tempfile.mkdtemp(prefix="dqlite-bench-")
         stack.callback(shutil.rmtree, tmp, True)
@@ -387,6 +416,17 @@ def main(argv: list[str] | None = None) -> int:
             addresses, database = parse_cluster_url(args.url)
             database = args.database or database or DEFAULT_DATABASE
             cluster = f"existing cluster {','.join(addresses)}"
+        elif args.proxy_delay is not None:
+            from bench.proxy import proxied_cluster
+
+            delay = f"{args.proxy_delay * 1e6:g} µs"
+            print(f"starting a local 3-node dqlite cluster behind a proxy holding answers {delay} ...",
+                  file=sys.stderr)
+            local, proxy = proxied_cluster(args.proxy_delay)
+            stack.callback(lambda: proxy_stats.update(proxy.stop()))  # after the cluster stops
+            stack.enter_context(local)
+            addresses, database = local.addresses, args.database or DEFAULT_DATABASE
+            cluster = f"local 3-node cluster (dqlite.server) behind a proxy holding every answer {delay}"
         else:
             from dqlite.server import LocalCluster
 
@@ -421,10 +461,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("go-dqlite peer: not built (scripts/build-go-bench.sh builds it; make bench does): "
                   "no go-dqlite rows", file=sys.stderr)
-        contestants = plan(args.workload_list, args.compare, args.compare_client, other_name, args.go)
+        contestants = plan(args.workload_list, args.compare, args.compare_client, other_name, args.go,
+                           args.drivers)
         records = run_all(contestants, args.rounds, setup, show_progress)
         meta = _meta(args, setup, cluster, started)
 
+    if args.proxy_delay is not None:
+        meta["proxy"] = proxy_stats
     rows = report.build_rows(contestants, records)
     targets = report.evaluate_targets(rows)
     versions = sorted({r["version"] for r in records if r.get("version") and r.get("role") in ("ours", "other", "peer")})
@@ -438,6 +481,14 @@ def main(argv: list[str] | None = None) -> int:
     if comparison:
         print()
         print(comparison)
+    busy_poll = report.format_busy_poll(rows)
+    if busy_poll:
+        print()
+        print(busy_poll)
+    if proxy_stats.get("held_median_us") is not None:
+        print()
+        print(f"proxy: {proxy_stats['chunks']:,} answers (chunks) held {proxy_stats['held_median_us']:g} µs "
+              f"(median; p99 {proxy_stats['held_p99_us']:g} µs) for a delay of {proxy_stats['delay_us']:g} µs")
     print()
     print(report.format_targets(targets))
     if args.json:

@@ -63,8 +63,9 @@ class Client:
         """``name version`` of the library measured."""
         return self.name
 
-    def connect(self) -> Any:
-        """A PEP 249 connection."""
+    def connect(self, **options: Any) -> Any:
+        """A PEP 249 connection; ``options`` are this client's connect options
+        (only ``dqlite`` takes any: ``busy_poll``)."""
         raise NotImplementedError(f"{self.name} has no DB-API connect")
 
     async def aconnect(self) -> Any:
@@ -96,10 +97,10 @@ class DqliteClient(Client):
 
         return f"dqlite {getattr(dqlite, '__version__', '?')}"
 
-    def connect(self) -> Any:
+    def connect(self, **options: Any) -> Any:
         import dqlite
 
-        return dqlite.connect(self.addresses, self.database)
+        return dqlite.connect(self.addresses, self.database, **options)
 
     async def aconnect(self) -> Any:
         import dqlite.aio
@@ -118,7 +119,8 @@ class DqliteDbapiClient(Client):
     def version(self) -> str:
         return f"dqlite-dbapi {_dist_version('dqlite-dbapi')}"
 
-    def connect(self) -> Any:
+    def connect(self, **options: Any) -> Any:
+        _no_options(self, options)
         import dqlitedbapi
 
         return dqlitedbapi.connect(self.leader, database=self.database, **self._options)
@@ -146,7 +148,8 @@ class ModuleClient(Client):
     def version(self) -> str:
         return str(getattr(self.module, "VERSION", self.name))
 
-    def connect(self) -> Any:
+    def connect(self, **options: Any) -> Any:
+        _no_options(self, options)
         return self.module.connect(self.addresses, self.database)
 
     async def aconnect(self) -> Any:
@@ -178,7 +181,8 @@ class SqliteClient(Client):
 
         return f"sqlite3 {sqlite3.sqlite_version}"
 
-    def connect(self) -> Any:
+    def connect(self, **options: Any) -> Any:
+        _no_options(self, options)
         import sqlite3
 
         return sqlite3.connect(self._path())
@@ -191,6 +195,11 @@ class SqliteClient(Client):
     def sqlalchemy_url(self, aio: bool = False) -> str:
         scheme = "sqlite+aiosqlite" if aio else "sqlite"
         return f"{scheme}:///{self._path()}"
+
+
+def _no_options(client: Client, options: dict[str, Any]) -> None:
+    if options:
+        raise NotImplementedError(f"{client.name} takes no connect option ({', '.join(options)})")
 
 
 def resolve(name: str, addresses: list[str], database: str, sqlite_path: str | None = None) -> Client:

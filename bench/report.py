@@ -61,6 +61,7 @@ def driver_label(client: str, driver: str) -> str:
         }[driver]
     return {
         "dbapi": f"{client} DB-API",
+        "dbapi.nopoll": f"{client} DB-API busy_poll=0",
         "aio": f"{client} asyncio",
         "sa": f"SQLAlchemy {client}",
         "sa.aio": f"SQLAlchemy async {client}",
@@ -504,6 +505,53 @@ def format_comparison(rows: list[Row]) -> str:
         if out:
             sections.append(f"{title} (cost ratio, lower = ours better):\n" + "\n".join("  " + line for line in out))
     return "\n\n".join(sections)
+
+
+# -- busy-poll on and off (--drivers dbapi,dbapi.nopoll) -------------------------------
+
+
+def _paired(row: Row, other: Row, key: Callable[[dict[str, Any]], float]) -> list[float]:
+    """Per round, ``key`` of ``row``'s record over ``other``'s (rounds both measured)."""
+    theirs = {r.get("round"): r for r in other.ok}
+    return [key(r) / key(theirs[r.get("round")]) for r in row.ok
+            if r.get("round") in theirs and key(theirs[r.get("round")]) > 0]
+
+
+def _spread(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.3f}x [{min(ratios):.3f}-{max(ratios):.3f}]"
+
+
+def format_busy_poll(rows: list[Row]) -> str:
+    """Our DB-API with its default busy-poll against ``busy_poll=0``, round by round.
+
+    For each workload that ran both: the per-round ratios (default / off) of
+    the throughput and of the client CPU per query, and how the default's
+    waits went (polls that found the answer, waits that slept).
+    """
+    out = []
+    for row in rows:
+        c = row.contestant
+        if c.role != "ours" or c.driver != "dbapi":
+            continue
+        off = find(rows, c.workload, "ours", "dbapi.nopoll")
+        if off is None:
+            continue
+        speed = _paired(row, off, lambda r: float(r["value"]))
+        cpu = _paired(row, off, lambda r: float(r["cpu"]) / r["count"] if r.get("count") else 0.0)
+        if not speed or not cpu:
+            continue
+        hits, late, sleeps = (sum(int((r.get("extra") or {}).get(f"poll_{key}", 0)) for r in row.ok)
+                              for key in ("hits", "late", "sleeps"))
+        waits = (f"; default's waits: {hits:,} found polling, {late:,} found late, {sleeps:,} slept"
+                 if hits + late + sleeps else "")
+        per_query = (f"{row.cpu_per_op * 1e6:.2f} vs {off.cpu_per_op * 1e6:.2f} µs"
+                     if row.cpu_per_op is not None and off.cpu_per_op is not None else "-")
+        out.append(f"{c.workload} {row.workload.title:8} {row.workload.unit} {_spread(speed)}, "
+                   f"CPU/query {_spread(cpu)} ({per_query}) over {len(speed)} round(s){waits}")
+    if not out:
+        return ""
+    return ("busy_poll default vs busy_poll=0 (per-round ratios default/off, median [min-max]):\n"
+            + "\n".join("  " + line for line in out))
 
 
 # -- files -----------------------------------------------------------------------------

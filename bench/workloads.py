@@ -4,6 +4,8 @@ Driver kinds (``api``):
 
 * ``dbapi``: a PEP 249 connection (``Client.connect``);
 * ``aio``: an asyncio connection (``Client.aconnect``);
+* ``dbapi.nopoll``: the same with ``busy_poll=0`` (W1 and W6, on request:
+  what the sync driver's busy-poll costs and buys, ``--drivers``);
 * ``sa``: a SQLAlchemy engine (``create_engine``), Core or ORM;
 * ``sa.aio``: a SQLAlchemy ``create_async_engine``;
 * ``sa.mixed``: both at once in one process, a ``create_engine`` driven by
@@ -71,6 +73,7 @@ class Workload:
     unit: str  # "q/s", "rows/s", "s" or "MB"
     apis: tuple[str, ...]  # driver kinds run for the clients under test
     ref_api: str | None  # driver kind of the sqlite reference (None: no reference)
+    optional_apis: tuple[str, ...] = ()  # driver kinds run only when --drivers names them
 
     @property
     def higher_is_better(self) -> bool:
@@ -80,12 +83,13 @@ class Workload:
 WORKLOADS: dict[str, Workload] = {
     w.id: w
     for w in (
-        Workload("W1", "point", "q/s", ("dbapi", "aio", "wire", "wire.poll", "wire.aio", "wire.aio.poll"), "dbapi"),
+        Workload("W1", "point", "q/s", ("dbapi", "aio", "wire", "wire.poll", "wire.aio", "wire.aio.poll"), "dbapi",
+                 ("dbapi.nopoll",)),
         Workload("W2", "fetch", "s", ("dbapi", "aio"), "dbapi"),
         Workload("W3", "insert", "rows/s", ("dbapi", "aio"), "dbapi"),
         Workload("W4", "core", "s", ("sa",), "sa"),
         Workload("W5", "orm", "s", ("sa",), "sa"),
-        Workload("W6", "threads", "q/s", ("sa", "dbapi"), "sa"),
+        Workload("W6", "threads", "q/s", ("sa", "dbapi"), "sa", ("dbapi.nopoll",)),
         Workload("W7", "async", "q/s", ("sa.aio", "aio"), "sa.aio"),
         Workload("W8", "floor", "s", ("wire",), None),
         Workload("M1", "memory", "MB", ("dbapi", "aio"), "dbapi"),
@@ -198,23 +202,59 @@ def _check(what: str, got: int, expected: int) -> None:
 # -- DB-API (sync) -----------------------------------------------------------------
 
 
-def w1_dbapi(client: Client, p: Params) -> Measurement:
+def w1_dbapi(client: Client, p: Params, **options: Any) -> Measurement:
     """5,000 sequential point queries on one connection and one cursor."""
-    conn = client.connect()
+    conn = client.connect(**options)
     cur = conn.cursor()
     for i in p.ids(200, seed=1):
         cur.execute(POINT_SQL, (i,))
         cur.fetchall()
     ids = p.ids(W1_QUERIES, seed=2)
     got = 0
+    polls = _PollCounts([conn])
     with measure() as m:
         for i in ids:
             cur.execute(POINT_SQL, (i,))
             got += len(cur.fetchall())
+    polls.note(m)
     _check("W1", got, len(ids))
     m.count = len(ids)
     conn.close()
     return m
+
+
+def w1_dbapi_nopoll(client: Client, p: Params) -> Measurement:
+    """``w1_dbapi`` with ``busy_poll=0``: every wait for an answer sleeps at once."""
+    return w1_dbapi(client, p, busy_poll=0)
+
+
+class _PollCounts:
+    """The busy-poll counts of this driver's connections (none for another client),
+    taken before the measured part; ``note`` adds what it did to ``extra``:
+    ``poll_hits`` (waits whose poll found the answer within the window),
+    ``poll_late`` (found it once the window had passed; builds without that
+    count report 0) and ``poll_sleeps`` (waits that slept, after a poll or
+    without one)."""
+
+    KEYS = ("hits", "late", "sleeps")
+
+    def __init__(self, conns: list[Any]) -> None:
+        self.polls = [poll for poll in (_busy_poll(c) for c in conns) if poll is not None]
+        self.start = self._counts()
+
+    def _counts(self) -> list[int]:
+        return [sum(getattr(p, key, 0) for p in self.polls) for key in self.KEYS]
+
+    def note(self, m: Measurement) -> None:
+        if self.polls:
+            for key, before, after in zip(self.KEYS, self.start, self._counts()):
+                m.extra[f"poll_{key}"] = after - before
+
+
+def _busy_poll(conn: Any) -> Any:
+    """A connection's ``dqlite._sockio.BusyPoll``, if it has one where this driver keeps it."""
+    poll = getattr(getattr(conn, "_wire", None), "busy_poll", None)
+    return poll if hasattr(poll, "hits") and hasattr(poll, "sleeps") else None
 
 
 def w2_dbapi(client: Client, p: Params) -> Measurement:
@@ -258,9 +298,21 @@ def w3_dbapi(client: Client, p: Params) -> Measurement:
     return m
 
 
-def w6_dbapi(client: Client, p: Params) -> Measurement:
+def w6_dbapi(client: Client, p: Params, **options: Any) -> Measurement:
     """8 threads x 500 point queries, each thread on its own connection (no pool)."""
-    return _threads(p, lambda k: _dbapi_points(client.connect()))
+    conns: list[Any] = []
+
+    def runner(k: int) -> Callable[[list[int]], int]:
+        conn = client.connect(**options)
+        conns.append(conn)
+        return _dbapi_points(conn)
+
+    return _threads(p, runner, lambda: _PollCounts(conns))
+
+
+def w6_dbapi_nopoll(client: Client, p: Params) -> Measurement:
+    """``w6_dbapi`` with ``busy_poll=0``."""
+    return w6_dbapi(client, p, busy_poll=0)
 
 
 def _dbapi_points(conn: Any) -> Callable[[list[int]], int]:
@@ -277,12 +329,16 @@ def _dbapi_points(conn: Any) -> Callable[[list[int]], int]:
     return run
 
 
-def _threads(p: Params, make_runner: Callable[[int], Callable[[list[int]], int]]) -> Measurement:
+def _threads(p: Params, make_runner: Callable[[int], Callable[[list[int]], int]],
+             counts: Callable[[], _PollCounts] | None = None) -> Measurement:
     """8 threads: each makes its runner (in the thread: connections may be
     bound to it), runs 10 warm-up queries, and after a barrier the measured 500.
+    ``counts`` (called once all are warm) notes the busy-poll counts.
     """
     ids = [p.ids(PER_WORKER, seed=100 + k) for k in range(CONCURRENCY)]
-    barrier = threading.Barrier(CONCURRENCY + 1)
+    polls: list[_PollCounts] = []
+    # Once every thread is warm, before any measured query: the counts at the start.
+    barrier = threading.Barrier(CONCURRENCY + 1, action=None if counts is None else lambda: polls.append(counts()))
     got = [0] * CONCURRENCY
     errors: list[BaseException] = []
 
@@ -307,6 +363,8 @@ def _threads(p: Params, make_runner: Callable[[int], Callable[[list[int]], int]]
     with measure() as m:
         for t in threads:
             t.join()
+    for counted in polls:
+        counted.note(m)
     if errors:
         raise errors[0]
     _check("W6", sum(got), CONCURRENCY * PER_WORKER)
@@ -833,6 +891,7 @@ def w8_wire(client: Client, p: Params) -> Measurement:
 #: (workload, driver kind) -> the function measuring it (sync or async).
 IMPLEMENTATIONS: dict[tuple[str, str], Callable[[Client, Params], Any]] = {
     ("W1", "dbapi"): w1_dbapi,
+    ("W1", "dbapi.nopoll"): w1_dbapi_nopoll,
     ("W1", "aio"): w1_aio,
     ("W1", "wire"): w1_wire,
     ("W1", "wire.poll"): w1_wire_poll,
@@ -846,6 +905,7 @@ IMPLEMENTATIONS: dict[tuple[str, str], Callable[[Client, Params], Any]] = {
     ("W5", "sa"): w5_sa,
     ("W6", "sa"): w6_sa,
     ("W6", "dbapi"): w6_dbapi,
+    ("W6", "dbapi.nopoll"): w6_dbapi_nopoll,
     ("W7", "sa.aio"): w7_sa_aio,
     ("W7", "aio"): w7_aio,
     ("W8", "wire"): w8_wire,

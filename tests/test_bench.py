@@ -3,8 +3,12 @@
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+
+import pytest
 
 from bench.cli import GO_WORKER
 
@@ -116,3 +120,84 @@ def test_w9_counts_committed_and_failed_transactions_also_under_compare(dqlite_c
     verdicts = {t["driver"]: t["verdict"] for t in data["targets"] if t["workload"] == "W9"}
     assert set(verdicts.values()) <= {"hold", "MISS"} and len(verdicts) == 2
     assert "W9 read-write" in proc.stdout and "failed" in proc.stdout
+
+
+def test_busy_poll_on_and_off_run_behind_a_delaying_proxy(tmp_path):
+    # --proxy-delay starts a cluster of its own behind bench/proxy.py; dbapi.nopoll runs only when
+    # --drivers names it.  What is checked: the rows, and that the workers' answers went through the
+    # proxy (it held at least one chunk per measured query); never a time.
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--proxy-delay", "0.0002", "--workloads", "W1,W6",
+         "--drivers", "dbapi,dbapi.nopoll", "--rounds", "1", "--rows", "200", "--json", str(out),
+         "--no-progress", "--go", "none"],
+        capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    rows = {(row["workload"], row["role"], row["driver"]): row for row in data["summary"]}
+    assert set(rows) == {("W1", "ours", "dbapi"), ("W1", "ours", "dbapi.nopoll"), ("W1", "ref", "dbapi"),
+                         ("W6", "ours", "dbapi"), ("W6", "ours", "dbapi.nopoll")}
+    assert all(row["status"] == "ok" for row in rows.values()), [row["reason"] for row in rows.values()]
+    ours = [m for m in data["measurements"] if m["role"] == "ours"]
+    assert data["meta"]["proxy_delay"] == 0.0002
+    assert data["meta"]["proxy"]["chunks"] >= sum(m["count"] for m in ours)
+    for m in ours:
+        extra = m["extra"]
+        # Each measured query waited once for its answer: found by a poll, found late, or slept on.
+        assert extra["poll_hits"] + extra["poll_late"] + extra["poll_sleeps"] == m["count"]
+        if m["driver"] == "dbapi.nopoll":
+            assert extra["poll_hits"] == extra["poll_late"] == 0
+    assert "busy_poll default vs busy_poll=0" in proc.stdout and "proxy:" in proc.stdout
+
+
+def test_the_proxy_options_are_checked():
+    from bench.cli import parse_args, plan
+
+    for argv in (["--proxy-delay", "0.0002", "--url", "127.0.0.1:9001"], ["--proxy-delay", "-1"],
+                 ["--workloads", "W1", "--drivers", "sa"], ["--drivers", ","]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+    # The optional kinds run only when named; --drivers picks the reference and floors alike.
+    everything = {(c.workload, c.driver) for c in plan(["W1", "W6"], None, "auto")}
+    assert ("W1", "dbapi.nopoll") not in everything and ("W1", "wire.poll") in everything
+    args = parse_args(["--workloads", "W1,W6", "--drivers", "dbapi,dbapi.nopoll"])
+    picked = {(c.workload, c.role, c.driver) for c in plan(args.workload_list, None, "auto", drivers=args.drivers)}
+    assert picked == {("W1", "ours", "dbapi"), ("W1", "ours", "dbapi.nopoll"), ("W1", "ref", "dbapi"),
+                      ("W6", "ours", "dbapi"), ("W6", "ours", "dbapi.nopoll")}
+
+
+@pytest.mark.server_independent
+def test_the_proxy_delivers_every_byte_in_order_both_ways():
+    """bench/proxy.py in front of an echo server: requests written back to back
+    (answers pipelined through the delay), and a close from either side."""
+    from bench.proxy import DelayProxy
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def echo():
+        peer, _ = server.accept()
+        with peer:
+            while chunk := peer.recv(1 << 16):
+                peer.sendall(chunk)
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    proxy = DelayProxy([f"127.0.0.1:{server.getsockname()[1]}"], 0.0002).start()
+    try:
+        host, port = proxy.addresses[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as client:
+            sent = b"".join(bytes([i % 256]) * (1 + i * 37 % 5000) for i in range(300))
+            writer = threading.Thread(target=client.sendall, args=(sent,))
+            writer.start()
+            received = bytearray()
+            while len(received) < len(sent) and (chunk := client.recv(1 << 16)):
+                received += chunk
+            writer.join(10)
+            assert bytes(received) == sent
+            client.shutdown(socket.SHUT_WR)
+            assert client.recv(1) == b""  # the echo server saw the end, closed, and so did the proxy
+        thread.join(10)
+        assert proxy.held.summary()["chunks"] >= 1
+    finally:
+        proxy.stop()
+        server.close()
