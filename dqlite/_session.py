@@ -264,7 +264,7 @@ class Session(LeaderDiscovery):
 
     def _read_unread(self) -> Op:
         """Consume the answers to requests sent without waiting: the ends of
-        read-only transactions (see _end_read_only), RESULT or FAILURE."""
+        read-only transactions (see _end), RESULT or FAILURE."""
         decoder = self.decoder
         while self.unread:
             while (mtype := decoder.next_message()) < 0:
@@ -276,24 +276,6 @@ class Session(LeaderDiscovery):
             elif mtype != _RESULT:
                 raise ProtocolError(
                     f"expected the answer to the end of a transaction, got message type {mtype}")
-            decoder.skip()
-            self.unread -= 1
-
-    def _take_arrived(self) -> Op:
-        """Consume the answers owed from earlier requests that have already arrived.
-
-        Done before sending the next request: the blocking shell then reads
-        them without waiting (and without giving up the GIL), and the next
-        receive finds the new request's answers rather than these.
-        """
-        yield POLL
-        decoder = self.decoder
-        while self.unread:
-            mtype = decoder.next_message()
-            if mtype != _RESULT and mtype != _FAILURE:
-                return  # not arrived whole (or not such an answer: _read_unread says so)
-            if mtype == _FAILURE:
-                self._ahead_failed()
             decoder.skip()
             self.unread -= 1
 
@@ -315,7 +297,19 @@ class Session(LeaderDiscovery):
         has not arrived yet.
         """
         if self.unread:
-            yield from self._take_arrived()
+            # Take in the answers owed that have arrived, without waiting
+            # (the blocking shell keeps the GIL): the next receive then finds
+            # the new request's answers rather than these.
+            yield POLL
+            decoder = self.decoder
+            while self.unread:
+                mtype = decoder.next_message()
+                if mtype != _RESULT and mtype != _FAILURE:
+                    break  # not arrived whole (or not such an answer: _read_unread says so)
+                if mtype == _FAILURE:
+                    self._ahead_failed()
+                decoder.skip()
+                self.unread -= 1
         tx = self.tx
         if tx.state is AHEAD and (info is None or self.autocommit or not tx.begins_ahead
                                   or info.kind in _TRANSACTION_CONTROL):
@@ -939,26 +933,23 @@ class Session(LeaderDiscovery):
     # -- ending transactions -----------------------------------------------
 
     def commit(self) -> Op:
-        self.check_open()
-        tx = self.tx
-        if tx.state is LOST:
-            why = tx.lost_reason
-            tx.clear_lost()
-            raise TransactionLostError(
-                f"cannot commit: the transaction was lost ({why}); nothing of it was committed")
-        if not tx.is_open:
-            return
-        if self.streaming is not None:
-            yield from self.finish_stream()
-        if tx.state is READING:
-            yield from self._end_read_only("COMMIT")
-        else:
-            yield from self._end_transaction("COMMIT")
+        """Commit the open transaction (see ``dqlite.Connection.commit``)."""
+        return self._end("COMMIT")
 
     def rollback(self) -> Op:
+        """Roll back the open transaction (see ``dqlite.Connection.rollback``)."""
+        return self._end("ROLLBACK")
+
+    def _end(self, sql: str) -> Op:
+        """``commit()`` (``sql`` "COMMIT") or ``rollback()`` ("ROLLBACK")."""
         self.check_open()
         tx = self.tx
         if tx.state is LOST:
+            if sql == "COMMIT":
+                why = tx.lost_reason
+                tx.clear_lost()
+                raise TransactionLostError(
+                    f"cannot commit: the transaction was lost ({why}); nothing of it was committed")
             tx.ended()
             if self.connected_to is not None:
                 # The server may hold a transaction of ours (the probe of
@@ -972,33 +963,18 @@ class Session(LeaderDiscovery):
             return
         if self.streaming is not None:
             yield from self.finish_stream()
-        if tx.state is READING:
-            yield from self._end_read_only("ROLLBACK")
+        if tx.state is not READING:
+            try:
+                yield from self._end_transaction(sql)
+            except ConnectionLostError:
+                if sql == "COMMIT":
+                    raise
+                # (The server discards the transaction of a connection it loses: rolled back.)
             return
-        try:
-            yield from self._end_transaction("ROLLBACK")
-        except ConnectionLostError:
-            pass  # the server discards the transaction of a connection it loses: rolled back
-
-    def rollback_sends_only(self) -> bool:
-        """``rollback()`` waits for no answer: no transaction is open, or the
-        open one only read (its end is sent, and its answer read with the
-        next request's).  Its generator then yields nothing but ``Send``."""
-        tx = self.tx
-        if self.closed or tx.state is LOST:
-            return False
-        if not tx.is_open:
-            return True
-        return tx.state is READING and self.streaming is None
-
-    def _end_read_only(self, sql: str) -> Op:
-        """End a transaction that only read, without waiting for the answer.
-
-        Nothing is at stake, so COMMIT/ROLLBACK is sent now (the server
-        ends the read snapshot then) and its answer is read ahead of the
-        next request's: a pooled read waits for one round trip, not two.
-        """
-        tx = self.tx
+        # A transaction that only read ends without waiting for the answer.
+        # Nothing is at stake, so COMMIT/ROLLBACK is sent now (the server
+        # ends the read snapshot then) and its answer is read ahead of the
+        # next request's: a pooled read waits for one round trip, not two.
         connected = self.connected_to is not None
         # PEP 249 mode: the next transaction will begin by itself, so its
         # BEGIN goes out now, in the same request (EXEC_SQL runs both, and
@@ -1017,6 +993,17 @@ class Session(LeaderDiscovery):
             # transaction with it.
             self.unread -= 1
             self._ahead_failed()
+
+    def rollback_sends_only(self) -> bool:
+        """``rollback()`` waits for no answer: no transaction is open, or the
+        open one only read (its end is sent, and its answer read with the
+        next request's).  Its generator then yields nothing but ``Send``."""
+        tx = self.tx
+        if self.closed or tx.state is LOST:
+            return False
+        if not tx.is_open:
+            return True
+        return tx.state is READING and self.streaming is None
 
     def _end_transaction(self, sql: str) -> Op:
         tx = self.tx

@@ -38,7 +38,7 @@ class TxState(enum.Enum):
     #: No transaction.
     IDLE = "idle"
     #: A deferred BEGIN went out with the end of the last transaction (see
-    #: Session._end_read_only), for the next statement; nothing ran in it.
+    #: Session._end), for the next statement; nothing ran in it.
     AHEAD = "begun ahead"
     #: The statement running now is the first of the transaction begun
     #: ahead, and is not answered yet: losing the connection loses nothing.
@@ -50,6 +50,10 @@ class TxState(enum.Enum):
     #: Lost with the connection, or rolled back by SQLite after an error;
     #: only ``rollback()`` (or a failing ``commit()``) clears it.
     LOST = "lost"
+
+    # By identity, in C: Enum's own __hash__ hashes the name in Python, and
+    # every transition looks its states up in _NEXT.
+    __hash__ = object.__hash__
 
 
 IDLE, AHEAD, FRESH, READING, WRITING, LOST = TxState
@@ -95,7 +99,7 @@ class Transaction:
         #: The implicit BEGIN.
         self.begin_sql = "BEGIN" if mode in ("AUTO", "DEFERRED") else f"BEGIN {mode}"
         # A deferred BEGIN takes no lock and no snapshot: it may go out ahead,
-        # with the end of the transaction before (Session._end_read_only).  A
+        # with the end of the transaction before (Session._end).  A
         # BEGIN that takes the lock must wait for the statement it is for.
         self.begins_ahead = mode in ("AUTO", "DEFERRED")
 
