@@ -9,7 +9,6 @@ class BusyPoll:
     hits: int
     late: int
     sleeps: int
-    retry_after: int
     def __init__(self, window: float = 0.0) -> None: ...
     @property
     def window(self) -> float: ...

@@ -91,13 +91,10 @@ cdef inline long long _now_ns() noexcept nogil:
 
 
 # Consecutive polls that came to nothing before a connection stops polling,
-# and how many waits it then makes without polling before it tries again:
-# first WAITS_BEFORE_RETRY, doubling after each retry that misses, up to
-# MAX_WAITS_BEFORE_RETRY.
+# and how many waits it then makes without polling before it tries again.
 cdef enum:
     MISSES_TO_STOP = 3
     WAITS_BEFORE_RETRY = 64
-    MAX_WAITS_BEFORE_RETRY = 1024
 
 # How a poll ended (BusyPoll._polled).
 cdef enum:
@@ -125,12 +122,9 @@ cdef class BusyPoll:
 
     The window adapts, per connection: after three polls in a row that
     found nothing in time (a slow query, a distant node), the connection
-    stops polling; the 64th wait after that polls once, and polling resumes
-    if that one finds its answer in time.  Each retry that misses doubles
-    the waits before the next, up to 1,024: on a link slower than the
-    window, polling costs a window per 1,024 waits (about 0.05 µs a query
-    for the default 50 µs), and a link that turns fast is noticed within
-    that many waits.  ``window=0`` never polls.
+    stops polling; every 64th wait then polls once, and polling resumes if
+    that one finds its answer in time.  So a slow link costs no CPU beyond
+    those tries.  ``window=0`` never polls.
 
     "In time" is by the clock when the answer is found: a poll whose thread
     the scheduler left off the CPU past the window (a busy machine, many
@@ -142,8 +136,6 @@ cdef class BusyPoll:
     cdef long long active_ns  # the window in force: window_ns, or 0 while stopped
     cdef unsigned int misses  # polls in a row that found nothing
     cdef unsigned int waits  # waits made without polling since polling stopped
-    cdef readonly unsigned int retry_after  # waits between retries while stopped
-    cdef bint retrying  # the poll under way is a retry
     cdef readonly unsigned long long hits  # polls that found the answer within the window
     cdef readonly unsigned long long late  # polls that found it once the window had passed
     cdef readonly unsigned long long sleeps  # receives that slept
@@ -155,8 +147,6 @@ cdef class BusyPoll:
         self.active_ns = self.window_ns
         self.misses = 0
         self.waits = 0
-        self.retry_after = WAITS_BEFORE_RETRY
-        self.retrying = False
         self.hits = 0
         self.late = 0
         self.sleeps = 0
@@ -181,12 +171,11 @@ cdef class BusyPoll:
         if self.active_ns == 0:
             if self.window_ns > 0:
                 self.waits += 1
-                if self.waits >= self.retry_after:
+                if self.waits >= WAITS_BEFORE_RETRY:
                     # This wait polls again: a hit resumes polling, a miss
-                    # stops it for twice as many waits (see _polled).
+                    # stops it for another WAITS_BEFORE_RETRY waits.
                     self.active_ns = self.window_ns
                     self.misses = MISSES_TO_STOP - 1
-                    self.retrying = True
                     return self.active_ns
             self.sleeps += 1
         return self.active_ns
@@ -197,8 +186,6 @@ cdef class BusyPoll:
         if outcome == _HIT:
             self.misses = 0
             self.hits += 1
-            self.retry_after = WAITS_BEFORE_RETRY
-            self.retrying = False
             return
         if outcome == _LATE:
             self.late += 1
@@ -208,9 +195,6 @@ cdef class BusyPoll:
         if self.misses >= MISSES_TO_STOP:
             self.active_ns = 0
             self.waits = 0
-            if self.retrying:
-                self.retrying = False
-                self.retry_after = min(2 * self.retry_after, MAX_WAITS_BEFORE_RETRY)
 
     cdef inline ssize_t try_receive(self, int fd, char* buf, size_t room) noexcept nogil:
         """recv() into ``buf`` without sleeping, for up to the window in force.
