@@ -7,7 +7,6 @@ class BusyPoll:
 
     window_ns: int
     hits: int
-    late: int
     sleeps: int
     def __init__(self, window: float = 0.0) -> None: ...
     @property

@@ -96,12 +96,6 @@ cdef enum:
     MISSES_TO_STOP = 3
     WAITS_BEFORE_RETRY = 64
 
-# How a poll ended (BusyPoll._polled).
-cdef enum:
-    _HIT = 0  # the answer came within the window
-    _LATE = 1  # found, but only once the window had passed
-    _MISS = 2  # not found: the caller sleeps
-
 # What BusyPoll.try_receive returns instead of a byte count when the caller
 # has to sleep in recv(): without having polled, or after polling in vain.
 cdef enum:
@@ -121,23 +115,17 @@ cdef class BusyPoll:
     ``window`` seconds, and only then sleeps in the kernel.
 
     The window adapts, per connection: after three polls in a row that
-    found nothing in time (a slow query, a distant node), the connection
-    stops polling; every 64th wait then polls once, and polling resumes if
-    that one finds its answer in time.  So a slow link costs no CPU beyond
-    those tries.  ``window=0`` never polls.
-
-    "In time" is by the clock when the answer is found: a poll whose thread
-    the scheduler left off the CPU past the window (a busy machine, many
-    threads) finds a late answer on its next try, and that proves nothing
-    about the link.  Such a find is counted in ``late``, as a miss.
+    found nothing (a slow query, a distant node), the connection stops
+    polling; every 64th wait then polls once, and polling resumes if that
+    one finds its answer in time.  So a slow link costs no CPU beyond those
+    tries.  ``window=0`` never polls.
     """
 
     cdef readonly long long window_ns  # the configured window
     cdef long long active_ns  # the window in force: window_ns, or 0 while stopped
     cdef unsigned int misses  # polls in a row that found nothing
     cdef unsigned int waits  # waits made without polling since polling stopped
-    cdef readonly unsigned long long hits  # polls that found the answer within the window
-    cdef readonly unsigned long long late  # polls that found it once the window had passed
+    cdef readonly unsigned long long hits  # polls that found the answer
     cdef readonly unsigned long long sleeps  # receives that slept
 
     def __cinit__(self, double window=0.0):
@@ -148,7 +136,6 @@ cdef class BusyPoll:
         self.misses = 0
         self.waits = 0
         self.hits = 0
-        self.late = 0
         self.sleeps = 0
 
     @property
@@ -164,7 +151,7 @@ cdef class BusyPoll:
     def __repr__(self):
         state = "off" if self.window_ns == 0 else "polling" if self.active_ns > 0 else "stopped"
         return (f"<dqlite._sockio.BusyPoll window={self.window_ns / 1000:g}us {state} "
-                f"hits={self.hits} late={self.late} sleeps={self.sleeps}>")
+                f"hits={self.hits} sleeps={self.sleeps}>")
 
     cdef inline long long _start(self) noexcept nogil:
         """A wait begins: how long to poll (0: sleep at once, counted here)."""
@@ -180,17 +167,13 @@ cdef class BusyPoll:
             self.sleeps += 1
         return self.active_ns
 
-    cdef inline void _polled(self, int outcome) noexcept nogil:
-        """A poll ended: the answer came within the window (_HIT), was found
-        after it (_LATE), or did not come (_MISS: a sleep follows)."""
-        if outcome == _HIT:
+    cdef inline void _polled(self, bint hit) noexcept nogil:
+        """A poll ended: the answer came within the window, or it did not (a sleep follows)."""
+        if hit:
             self.misses = 0
             self.hits += 1
             return
-        if outcome == _LATE:
-            self.late += 1
-        else:
-            self.sleeps += 1
+        self.sleeps += 1
         self.misses += 1
         if self.misses >= MISSES_TO_STOP:
             self.active_ns = 0
@@ -212,17 +195,15 @@ cdef class BusyPoll:
         deadline = _now_ns() + window
         while True:
             n = c_recv(fd, buf, room, MSG_DONTWAIT)
-            if n >= 0:
-                self._polled(_HIT if _now_ns() < deadline else _LATE)
+            if n >= 0 or not (errno == EAGAIN or errno == EWOULDBLOCK):
+                self._polled(True)
                 return n
-            if not (errno == EAGAIN or errno == EWOULDBLOCK):
-                return n  # an error, errno set: the caller reports it
             if _now_ns() >= deadline:
                 break
             # A thread or process with work on this CPU (the node itself,
             # on a small machine) runs first.
             sched_yield()
-        self._polled(_MISS)
+        self._polled(False)
         return _SLEEP_AFTER_POLL
 
 

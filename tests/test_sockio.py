@@ -168,9 +168,7 @@ def test_an_answer_within_the_window_is_polled_for_not_slept_on(pair):
 
 
 def test_answers_later_than_the_window_stop_polling_until_a_retry(pair):
-    # A window long enough that an answer already there is found within it
-    # however busy the machine (a hit), short enough that the misses are quick.
-    poll = BusyPoll(0.1)
+    poll = BusyPoll(20e-6)
     for _ in range(3):  # three misses in a row
         assert _receive_answered_after(pair, poll, AFTER_THE_WINDOW) == 8
     assert (poll.hits, poll.sleeps, poll.polling) == (0, 3, False)
@@ -184,21 +182,6 @@ def test_answers_later_than_the_window_stop_polling_until_a_retry(pair):
         assert _receive_answered_after(pair, poll, None if retry_finds_its_answer else AFTER_THE_WINDOW) == 8
         assert (poll.hits, poll.polling) == (int(retry_finds_its_answer), retry_finds_its_answer)
     assert poll.sleeps == 3 + 63 + 1 + 63
-
-
-def test_an_answer_found_once_the_window_passed_counts_as_a_miss(pair):
-    """A poll that finds its answer only after its window (its thread was off
-    the CPU, or the answer came late) proves nothing about the link: three
-    of them in a row stop polling, as three misses do; none of them sleeps."""
-    poll = BusyPoll(1e-9)  # one nanosecond: any answer is found after it
-    for _ in range(3):
-        assert _receive_answered_after(pair, poll, None) == 8
-    assert (poll.hits, poll.late, poll.sleeps, poll.polling) == (0, 3, 0, False)
-    # Two are not enough.
-    poll = BusyPoll(1e-9)
-    for _ in range(2):
-        assert _receive_answered_after(pair, poll, None) == 8
-    assert poll.polling and poll.late == 2
 
 
 def test_a_zero_window_never_polls(pair):
