@@ -65,6 +65,15 @@ _TRANSACTION_CONTROL = frozenset({_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK})
 # Kinds of statement that write (or may): any but a query, transaction
 # control and savepoints.
 _READ_OR_CONTROL_KINDS = frozenset({_sql.QUERY, _sql.EMPTY, _sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK, _sql.SAVEPOINT})
+# Kinds that never start a transaction over (AUTO): all but writes and savepoints.
+_NEVER_STARTED_OVER = _READ_OR_CONTROL_KINDS - {_sql.SAVEPOINT}
+# Kinds that go out as QUERY (a PRAGMA may answer rows).
+_QUERY_KINDS = frozenset({_sql.QUERY, _sql.PRAGMA})
+_QUERY = _sql.QUERY
+# Kinds execute() sends nothing for.
+_NOTHING_TO_SEND = frozenset({_sql.EMPTY, _sql.DML_RETURNING})
+# Parameter sets bound by position as they are (as_params does the rest).
+_PARAMS_AS_THEY_ARE = frozenset({tuple, list})
 
 
 class Result:
@@ -294,29 +303,41 @@ class Session(LeaderDiscovery):
         """Before sending a statement: take in the answers that arrived, and
         end a transaction begun ahead if ``info`` must not run in it (None:
         nothing may).  Never waits: see _begin_if_needed for an answer that
-        has not arrived yet.
+        has not arrived yet.  (``execute`` does the same with no generator
+        nested in it.)
         """
         if self.unread:
-            # Take in the answers owed that have arrived, without waiting
-            # (the blocking shell keeps the GIL): the next receive then finds
-            # the new request's answers rather than these.
             yield POLL
-            decoder = self.decoder
-            while self.unread:
-                mtype = decoder.next_message()
-                if mtype != _RESULT and mtype != _FAILURE:
-                    break  # not arrived whole (or not such an answer: _read_unread says so)
-                if mtype == _FAILURE:
-                    self._ahead_failed()
-                decoder.skip()
-                self.unread -= 1
-        tx = self.tx
-        if tx.state is AHEAD and (info is None or self.autocommit or not tx.begins_ahead
-                                  or info.kind in _TRANSACTION_CONTROL):
-            tx.drop_ahead()
-            self.encoder.exec_sql("ROLLBACK")
-            yield self.encoder.take()
-            yield from answer_or_refusal(self._read(self.decoder.read_result))  # nothing had run in it
+            self._take_arrived()
+        if self.tx.state is AHEAD and self._ends_ahead(info):
+            yield from self._rollback_ahead()
+
+    def _take_arrived(self) -> None:
+        """Consume the answers owed that have arrived (after a POLL).
+
+        The blocking shell polls without waiting and keeps the GIL: the next
+        receive then finds the new request's answers rather than these.
+        """
+        decoder = self.decoder
+        while self.unread:
+            mtype = decoder.next_message()
+            if mtype != _RESULT and mtype != _FAILURE:
+                return  # not arrived whole (or not such an answer: _read_unread says so)
+            if mtype == _FAILURE:
+                self._ahead_failed()
+            decoder.skip()
+            self.unread -= 1
+
+    def _ends_ahead(self, info: _sql.Statement | None) -> bool:
+        """The transaction begun ahead must end before ``info`` (None: before anything)."""
+        return (info is None or self.autocommit or not self.tx.begins_ahead
+                or info.kind in _TRANSACTION_CONTROL)
+
+    def _rollback_ahead(self) -> Op:
+        self.tx.drop_ahead()
+        self.encoder.exec_sql("ROLLBACK")
+        yield self.encoder.take()
+        yield from answer_or_refusal(self._read(self.decoder.read_result))  # nothing had run in it
 
     def _needs_begin(self, info: _sql.Statement) -> bool:
         """PEP 249 semantics call for an implicit BEGIN before ``info``."""
@@ -542,14 +563,14 @@ class Session(LeaderDiscovery):
             self.check_usable()  # raises
         statements = self.statements
         info = statements.classified.get(sql) or statements.classify(sql)
-        if type(params) is not tuple and type(params) is not list:
+        if type(params) not in _PARAMS_AS_THEY_ARE:
             params = as_params(params, info)
         kind = info.kind
         if info.has_tail:
             raise ProgrammingError("You can only execute one statement at a time.")
-        if kind == _sql.EMPTY:
-            return Result()
-        if kind == _sql.DML_RETURNING:
+        if kind in _NOTHING_TO_SEND:
+            if kind == _sql.EMPTY:
+                return Result()
             raise NotSupportedError(
                 "INSERT/UPDATE/DELETE ... RETURNING is not supported: dqlite 1.11 servers abort "
                 "when a write runs through a query request; run the write and a SELECT instead")
@@ -558,10 +579,10 @@ class Session(LeaderDiscovery):
         writes = kind not in _READ_OR_CONTROL_KINDS
         # The transaction's first write may start it over (AUTO); a savepoint
         # writes nothing, and is made again if it does.
-        restartable = (writes or kind == _sql.SAVEPOINT) and tx.restartable(self.autocommit)
+        restartable = kind not in _NEVER_STARTED_OVER and tx.restartable(self.autocommit)
         # A write outside any transaction commits by itself: losing the
         # connection after sending it leaves its outcome unknown.
-        writing = kind == _sql.COMMIT or (kind != _sql.QUERY and self.autocommit and not tx.is_open)
+        writing = kind != _QUERY and (kind == _sql.COMMIT or (self.autocommit and not tx.is_open))
         encoder = self.encoder
         decoder = self.decoder
         attempt = 0
@@ -570,8 +591,12 @@ class Session(LeaderDiscovery):
             # and read its answer.  A prepared statement's is written out
             # here, with no generator nested in this one: the common case.
             try:
-                if (self.unread or tx.state is AHEAD) and self.connected_to is not None:
-                    yield from self._settle_ahead(info)
+                if self.connected_to is not None:  # (as _settle_ahead)
+                    if self.unread:
+                        yield POLL
+                        self._take_arrived()
+                    if tx.state is AHEAD and self._ends_ahead(info):
+                        yield from self._rollback_ahead()
                 prepared = None if not params and kind in _EXEC_SQL_KINDS else statements.prepared.get(sql)
                 if prepared is None:
                     if not params and kind in _EXEC_SQL_KINDS:
@@ -580,22 +605,29 @@ class Session(LeaderDiscovery):
                     prepared = yield from self._prepare(sql, info)
                 else:
                     statements.prepared.move_to_end(sql)  # the most recently used
-                pkind = prepared.info.kind  # a PRAGMA may have turned out to return no rows
-                if len(params) == prepared.nparams and prepared.nparams <= MAX_PARAMS_SCHEMA0:
+                # Sent as a query (a PRAGMA may have turned out to return no rows).
+                query = prepared.info.kind in _QUERY_KINDS
+                if len(params) == prepared.schema0_nparams:
                     params32 = False
                 else:
                     params32 = yield from self._check_params(prepared, params)
                 if self.connected_to is None:
                     yield from self.connect()
-                if not tx.begins_ahead and pkind != _sql.QUERY and self._needs_begin(info):
+                if not tx.begins_ahead and prepared.info.kind != _QUERY and self._needs_begin(info):
                     yield from self._begin_alone()
                 nfin, finalized = 0, None
                 try:
                     if statements.to_finalize:
                         nfin, finalized = statements.encode_finalizes(encoder)
-                    begin = (not (self.autocommit or tx.state is READING or tx.state is WRITING)
-                             and self._begin_if_needed(info))
-                    if pkind == _sql.QUERY or pkind == _sql.PRAGMA:
+                    state = tx.state
+                    if state is READING or state is WRITING or self.autocommit:
+                        begin = False
+                    elif state is AHEAD and not self.unread:
+                        tx.join_ahead()  # the BEGIN sent ahead took (see _begin_if_needed)
+                        begin = False
+                    else:
+                        begin = self._begin_if_needed(info)
+                    if query:
                         encoder.query(prepared.stmt_id, params, params32)
                     else:
                         encoder.exec(prepared.stmt_id, params, params32)
@@ -610,9 +642,9 @@ class Session(LeaderDiscovery):
                     yield from self._read_unread()
                 while decoder.next_message() < 0:
                     yield RECV
-                if pkind != _sql.QUERY and pkind != _sql.PRAGMA:
+                if not query:
                     last_id, changes = decoder.read_result()
-                    if pkind == _sql.DML:
+                    if prepared.info.kind == _sql.DML:
                         result = Result(rowcount=changes, lastrowid=last_id if info.is_insert else None)
                     else:
                         self._track_transaction_control(info)
@@ -622,7 +654,7 @@ class Session(LeaderDiscovery):
                 try:
                     done = decoder.read_rows(rows)
                 except Error as exc:
-                    if pkind != _sql.PRAGMA or not ServerSays.NO_ROWS_TO_QUERY.matches(exc):
+                    if prepared.info.kind != _sql.PRAGMA or not ServerSays.NO_ROWS_TO_QUERY.matches(exc):
                         raise
                     result = yield from self._exec_rowless_pragma(prepared, params, params32)
                     break
@@ -633,7 +665,7 @@ class Session(LeaderDiscovery):
                     else:
                         self.streaming = result
                 else:
-                    result = yield from self._read_first_rows(rows, done, pkind)
+                    result = yield from self._read_first_rows(rows, done, prepared.info.kind)
                 break
             except Error as exc:
                 if restartable and writes and exc.code in LOCKED_CODES:

@@ -8,18 +8,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
 from dqlite import _sql
-from dqlite._protocol import Encoder
+from dqlite._protocol import MAX_PARAMS_SCHEMA0, Encoder
 from dqlite.exceptions import ProgrammingError
 
 
 class Prepared:
     """A statement prepared on the current server connection."""
 
-    __slots__ = ("stmt_id", "nparams", "info")
+    __slots__ = ("stmt_id", "nparams", "schema0_nparams", "info")
 
     def __init__(self, stmt_id: int, nparams: int, info: _sql.Statement) -> None:
         self.stmt_id = stmt_id
         self.nparams = nparams
+        #: ``nparams`` if a parameter tuple of schema 0 holds them (protocol.md §1.5), else -1.
+        self.schema0_nparams = nparams if nparams <= MAX_PARAMS_SCHEMA0 else -1
         self.info = info
 
 

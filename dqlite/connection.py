@@ -175,25 +175,25 @@ class Connection(ConnectionBase):
                 error = reply = None
                 wire = self._wire
                 try:
-                    if request is None:
+                    if type(request) is bytes:
+                        if wire is None:
+                            raise ConnectionLostError("not connected")
+                        # Sent, and the answer received in the same step.
+                        deadline = wire.exchange(request, self._session.timeout)
+                    elif request is None:
                         if wire is None:
                             raise ConnectionLostError("not connected")
                         if not deadline:
                             deadline = _monotonic() + self._session.timeout
                         wire.fill(deadline)
-                    elif type(request) is bytes:
-                        if wire is None:
-                            raise ConnectionLostError("not connected")
-                        # Sent, and the answer received in the same step.
-                        deadline = wire.exchange(request, self._session.timeout)
+                    elif request is POLL:
+                        if wire is not None:
+                            wire.poll()
                     elif type(request) is Send:
                         if wire is None:
                             raise ConnectionLostError("not connected")
                         wire.send(request.data)
                         deadline = _monotonic() + self._session.timeout
-                    elif request is POLL:
-                        if wire is not None:
-                            wire.poll()
                     elif request is CLOSE:
                         self._close_wire()
                     elif type(request) is Connect:
