@@ -885,12 +885,18 @@ class Session(LeaderDiscovery):
             if sent:
                 yield Send(enc.take())  # the answers are read after the next window goes out
             for _ in range(previous_window):
-                refusal = yield from answer_or_refusal(self._read(decoder.read_result))
-                if isinstance(refusal, Error):
+                # (answer_or_refusal, written out: a generator per row costs)
+                if self.unread:
+                    yield from self._read_unread()
+                while decoder.next_message() < 0:
+                    yield RECV
+                try:
+                    total += decoder.read_result()[1]
+                except ProtocolError:
+                    raise
+                except Error as exc:
                     if error is None or error_index > answered:
-                        error, error_index = refusal, answered
-                else:
-                    total += refusal[1]
+                        error, error_index = exc, answered
                 answered += 1
                 if answered == 1 and error is None:
                     replay.clear()  # the first row ran: no lock to wait for
