@@ -6,6 +6,12 @@ shell (``dqlite.connection``, blocking; ``dqlite.aio``, asyncio) performs it
 and resumes the generator.  An I/O failure is thrown into the generator as
 ``ConnectionLostError``, where it is classified like any other.
 
+Before it starts an operation, a shell takes in the answers that have
+already arrived, without waiting, when the session owes some
+(``Session.unread``): the blocking shell polls its socket, the asyncio shell's
+event loop has taken them in.  The operation consumes them before it sends
+anything, and the next receive finds its own answers.
+
 * ``bytes``: send these requests; an answer is awaited next.  The shell may
   wait for the first whole answer in the same step (the blocking shell does:
   one system call sends and receives, and gives the GIL up once).
@@ -13,7 +19,6 @@ and resumes the generator.  An I/O failure is thrown into the generator as
 * ``Send(data)``: send requests and do not wait: their answers are read
   later (the pipelined windows of ``executemany``; the end of a read-only
   transaction, read ahead of the next request's answer).
-* ``POLL``: take in what has already arrived, without waiting (may do nothing).
 * ``CLOSE``: close the socket.
 * ``Connect(address, timeout)``: open a socket to a node (not handshaken),
   and bound each wait by ``timeout`` until ``CONNECTED``.
@@ -43,7 +48,6 @@ class _Sentinel:
 
 
 CLOSE = _Sentinel("CLOSE")
-POLL = _Sentinel("POLL")
 CONNECTED = _Sentinel("CONNECTED")
 
 

@@ -31,7 +31,7 @@ from dqlite._failures import (
     is_connection_failure,
     lost_error,
 )
-from dqlite._io import CLOSE, POLL, RECV, Op, Send, Sleep
+from dqlite._io import CLOSE, RECV, Op, Send, Sleep
 from dqlite._protocol import MAX_PARAMS_SCHEMA0, Decoder, Encoder
 from dqlite._statements import Prepared, StatementCache, as_params
 from dqlite._transaction import AHEAD, FRESH, LOST, READING, WRITING, LockWait, Transaction
@@ -307,17 +307,14 @@ class Session(LeaderDiscovery):
         nested in it.)
         """
         if self.unread:
-            yield POLL
             self._take_arrived()
         if self.tx.state is AHEAD and self._ends_ahead(info):
             yield from self._rollback_ahead()
 
     def _take_arrived(self) -> None:
-        """Consume the answers owed that have arrived (after a POLL).
-
-        The blocking shell polls without waiting and keeps the GIL: the next
-        receive then finds the new request's answers rather than these.
-        """
+        """Consume the answers owed that have arrived (the shell took them in
+        before the operation, see ``dqlite._io``): the next receive then finds
+        the new request's answers rather than these."""
         decoder = self.decoder
         while self.unread:
             mtype = decoder.next_message()
@@ -593,7 +590,6 @@ class Session(LeaderDiscovery):
             try:
                 if self.connected_to is not None:  # (as _settle_ahead)
                     if self.unread:
-                        yield POLL
                         self._take_arrived()
                     if tx.state is AHEAD and self._ends_ahead(info):
                         yield from self._rollback_ahead()

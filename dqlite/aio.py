@@ -28,7 +28,7 @@ import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
-from dqlite._io import CLOSE, CONNECTED, POLL, Connect, FindLeader, Op, Send, Sleep
+from dqlite._io import CLOSE, CONNECTED, Connect, FindLeader, Op, Send, Sleep
 from dqlite._probe import probe_leaders_async
 from dqlite._protocol import Decoder
 from dqlite._session import Session
@@ -253,8 +253,6 @@ class AsyncConnection(ConnectionBase):
                             raise ConnectionLostError("not connected")
                         protocol.write(request.data)
                         self._deadline = protocol.loop.time() + self._session.timeout  # type: ignore[union-attr]
-                    elif request is POLL:
-                        pass  # the event loop has taken in whatever arrived
                     elif request is CLOSE:
                         self._close_transport()
                     elif type(request) is Connect:

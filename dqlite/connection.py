@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Unpack
 
-from dqlite._io import CLOSE, CONNECTED, POLL, Connect, FindLeader, Op, Send, Sleep
+from dqlite._io import CLOSE, CONNECTED, Connect, FindLeader, Op, Send, Sleep
 from dqlite._probe import probe_leaders
 from dqlite._session import Session
 from dqlite._transaction import WRITING
@@ -160,6 +160,10 @@ class Connection(ConnectionBase):
                 op.close()
                 error, self._pending_error = self._pending_error, None
                 raise error
+            if self._session.unread and self._wire is not None:
+                # Answers owed (see dqlite._io): take in those that arrived,
+                # without waiting and keeping the GIL.
+                self._wire.poll()
             while True:
                 try:
                     request = send(reply) if error is None else op.throw(error)
@@ -186,9 +190,6 @@ class Connection(ConnectionBase):
                         if not deadline:
                             deadline = _monotonic() + self._session.timeout
                         wire.fill(deadline)
-                    elif request is POLL:
-                        if wire is not None:
-                            wire.poll()
                     elif type(request) is Send:
                         if wire is None:
                             raise ConnectionLostError("not connected")

@@ -26,8 +26,10 @@ what the session asks for, and answers from a script::
   ``Sleep(s)`` as ``"SLEEP"`` (the seconds, jittered, go to ``sleeps``).
   A send or RECV while no connection is open gets ``ConnectionLostError``,
   as from the shells.
-* ``POLL``: takes the next step if it is ``Arrived(bytes)`` (an answer that
-  is already there); otherwise nothing has arrived.
+* Before an operation starts, when the session owes answers (``unread``),
+  the next step is taken if it is ``Arrived(bytes)`` (an answer already
+  there, logged as ``"POLLED"``), as a shell takes in what has arrived
+  (``dqlite._io``); otherwise nothing has arrived.
 * ``FindLeader(addresses, ...)``: logged as ``("FIND_LEADER", addresses)``;
   answered from ``leaders`` (address -> the leader it names, or an
   exception-like string starting with "error: ") as ``ProbeResult``s.
@@ -44,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dqlite._probe import ProbeResult
-from dqlite._io import CLOSE, CONNECTED, POLL, Connect, FindLeader, Send, Sleep
+from dqlite._io import CLOSE, CONNECTED, Connect, FindLeader, Send, Sleep
 from dqlite._session import Result, Session
 from dqlite.exceptions import ConnectionLostError
 
@@ -68,7 +70,7 @@ class Lost:
 
 @dataclass(frozen=True)
 class Arrived:
-    """A script step: bytes already received when the session polls (``POLL``)."""
+    """A script step: bytes already received when the next operation starts."""
 
     data: bytes
 
@@ -110,6 +112,9 @@ class Scripted:
         """Drive ``op`` to its end; its return value, or what it raised."""
         reply: Any = None
         error: BaseException | None = None
+        if self.session.unread and self.connected and self.script and isinstance(self.script[0], Arrived):
+            self.log.append("POLLED")
+            self._feed(self.script.pop(0).data)
         while True:
             try:
                 request = op.send(reply) if error is None else op.throw(error)
@@ -130,10 +135,6 @@ class Scripted:
             self._send(bytes(request), soon=False)
         elif type(request) is Send:
             self._send(request.data, soon=True)
-        elif request is POLL:
-            if self.connected and self.script and isinstance(self.script[0], Arrived):
-                self.log.append("POLLED")
-                self._feed(self.script.pop(0).data)  # type: ignore[union-attr]
         elif request is CLOSE:
             self.log.append("CLOSE")
             self.connected = False
