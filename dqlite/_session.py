@@ -685,8 +685,8 @@ class Session(LeaderDiscovery):
                 raise
         if writes or tx.state is FRESH:
             tx.statement_ran(writes)
-        elif restartable and tx.state is READING:
-            tx.savepoints.append(sql)
+        if restartable and not writes and tx.state is READING:
+            tx.savepoints.append(sql)  # a savepoint, made again if the transaction starts over
         return result
 
     def _restart_transaction(self) -> Op:

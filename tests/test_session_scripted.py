@@ -424,6 +424,34 @@ def test_auto_mode_starts_a_read_transaction_over_when_its_first_write_finds_the
     assert not server.script
 
 
+def test_a_savepoint_made_first_in_a_transaction_begun_ahead_is_made_again_when_it_starts_over():
+    """The savepoint is the first statement of the transaction whose BEGIN went
+    out with the last COMMIT; when the first write finds the lock taken, the
+    transaction starts over with it."""
+    session, server = connected(transaction_mode="AUTO")
+    cursor = new_cursor(session)
+    select = "SELECT x FROM t"
+    server.answer(stmt_message(0, 0), result_message() + rows_message(["x"], [[(INTEGER, 1)]]))
+    cursor.run(server, session.execute(select, ()))
+    server.run(session.commit())  # COMMIT; BEGIN, sent ahead
+    server.answer(Arrived(result_message()), result_message())
+    cursor.run(server, session.execute("SAVEPOINT sp", ()))
+    server.answer(stmt_message(1, 1), failure_message(5, "database is locked"),
+                  result_message() + result_message() + result_message(),  # ROLLBACK, BEGIN, SAVEPOINT
+                  result_message(7, 1))
+
+    cursor.run(server, session.execute(INSERT, (5,)))
+
+    exec_5 = ("EXEC", 1, [(INTEGER, 5)])
+    assert [w.requests for w in server.writes][-5:] == [
+        [("EXEC_SQL", "SAVEPOINT sp")],
+        [("PREPARE", INSERT)], [exec_5],
+        [("EXEC_SQL", "ROLLBACK"), ("EXEC_SQL", "BEGIN"), ("EXEC_SQL", "SAVEPOINT sp")],
+        [exec_5],
+    ]
+    assert session.in_transaction and cursor.lastrowid == 7 and not server.script
+
+
 def test_deferred_mode_raises_a_stale_snapshot_at_the_first_write_instead_of_starting_over():
     """The contrast with AUTO: DEFERRED leaves SQLITE_BUSY_SNAPSHOT to the application."""
     session, server = connected(transaction_mode="DEFERRED")
