@@ -34,7 +34,7 @@ from dqlite._failures import (
 from dqlite._io import CLOSE, RECV, Op, Send, Sleep
 from dqlite._protocol import MAX_PARAMS_SCHEMA0, Decoder, Encoder
 from dqlite._statements import Prepared, StatementCache, as_params
-from dqlite._transaction import AHEAD, FRESH, LOST, READING, WRITING, LockWait, Transaction
+from dqlite._transaction import AHEAD, FRESH, IDLE, LOST, READING, WRITING, LockWait, Transaction
 from dqlite._wire import DEFAULT_BUSY_POLL, parse_address
 from dqlite.exceptions import (
     CommitOutcomeUnknownError,
@@ -289,7 +289,13 @@ class Session(LeaderDiscovery):
             self.unread -= 1
 
     def _ahead_failed(self) -> None:
-        if self.tx.state is AHEAD:
+        """The end of a read-only transaction failed, and the BEGIN sent with it did not run."""
+        state = self.tx.state
+        if state is AHEAD:
+            self.tx.drop_ahead()
+        elif state is FRESH:
+            # A query joined that BEGIN before its answer came (see execute):
+            # the query ran outside any transaction.
             self.tx.drop_ahead()
 
     def _read_finalizes(self, n: int) -> Op:
@@ -563,9 +569,9 @@ class Session(LeaderDiscovery):
         if type(params) not in _PARAMS_AS_THEY_ARE:
             params = as_params(params, info)
         kind = info.kind
-        if info.has_tail:
-            raise ProgrammingError("You can only execute one statement at a time.")
-        if kind in _NOTHING_TO_SEND:
+        if info.has_tail or kind in _NOTHING_TO_SEND:
+            if info.has_tail:
+                raise ProgrammingError("You can only execute one statement at a time.")
             if kind == _sql.EMPTY:
                 return Result()
             raise NotSupportedError(
@@ -580,6 +586,9 @@ class Session(LeaderDiscovery):
         # A write outside any transaction commits by itself: losing the
         # connection after sending it leaves its outcome unknown.
         writing = kind != _QUERY and (kind == _sql.COMMIT or (self.autocommit and not tx.is_open))
+        # DDL and transaction control without parameters: one EXEC_SQL, nothing worth preparing.
+        sql_only = not params and kind in _EXEC_SQL_KINDS
+        joined_unanswered = False  # joined a BEGIN sent ahead whose answer had not come
         encoder = self.encoder
         decoder = self.decoder
         attempt = 0
@@ -588,16 +597,17 @@ class Session(LeaderDiscovery):
             # and read its answer.  A prepared statement's is written out
             # here, with no generator nested in this one: the common case.
             try:
-                if self.connected_to is not None:  # (as _settle_ahead)
+                if self.connected_to is not None:  # (as _settle_ahead, _ends_ahead written out)
                     if self.unread:
                         self._take_arrived()
-                    if tx.state is AHEAD and self._ends_ahead(info):
+                    if tx.state is AHEAD and (self.autocommit or not tx.begins_ahead
+                                              or kind in _TRANSACTION_CONTROL):
                         yield from self._rollback_ahead()
-                prepared = None if not params and kind in _EXEC_SQL_KINDS else statements.prepared.get(sql)
+                if sql_only:
+                    result = yield from self._exec_sql(sql, info)
+                    break
+                prepared = statements.prepared.get(sql)
                 if prepared is None:
-                    if not params and kind in _EXEC_SQL_KINDS:
-                        result = yield from self._exec_sql(sql, info)
-                        break
                     prepared = yield from self._prepare(sql, info)
                 else:
                     statements.prepared.move_to_end(sql)  # the most recently used
@@ -618,8 +628,12 @@ class Session(LeaderDiscovery):
                     state = tx.state
                     if state is READING or state is WRITING or self.autocommit:
                         begin = False
-                    elif state is AHEAD and not self.unread:
-                        tx.join_ahead()  # the BEGIN sent ahead took (see _begin_if_needed)
+                    elif state is AHEAD and (not self.unread or prepared.info.kind == _QUERY):
+                        # The BEGIN sent ahead took; or, for a query, its
+                        # answer is not in yet but the server runs it first.
+                        # (A write never joins a BEGIN that may have failed.)
+                        joined_unanswered = self.unread > 0
+                        tx.join_ahead()
                         begin = False
                     else:
                         begin = self._begin_if_needed(info)
@@ -636,6 +650,12 @@ class Session(LeaderDiscovery):
                     yield encoder.take()
                 if self.unread:
                     yield from self._read_unread()
+                if joined_unanswered and tx.state is not FRESH:
+                    # The BEGIN it joined failed: the query ran outside any
+                    # transaction.  Run it again, in one.
+                    joined_unanswered = False
+                    yield from self._discard_response()
+                    continue
                 while decoder.next_message() < 0:
                     yield RECV
                 if not query:
@@ -976,9 +996,37 @@ class Session(LeaderDiscovery):
 
     def _end(self, sql: str) -> Op:
         """``commit()`` (``sql`` "COMMIT") or ``rollback()`` ("ROLLBACK")."""
-        self.check_open()
+        if self.closed:
+            self.check_open()  # raises
         tx = self.tx
-        if tx.state is LOST:
+        state = tx.state
+        if state is READING:
+            # A transaction that only read ends without waiting for the
+            # answer.  Nothing is at stake, so COMMIT/ROLLBACK is sent now
+            # (the server ends the read snapshot then) and its answer is read
+            # ahead of the next request's: a pooled read waits for one round
+            # trip, not two.
+            if self.streaming is not None:
+                yield from self.finish_stream()
+            connected = self.connected_to is not None
+            # PEP 249 mode: the next transaction will begin by itself, so its
+            # BEGIN goes out now, in the same request (EXEC_SQL runs both, and
+            # a deferred BEGIN takes no lock and no snapshot).  The next
+            # statement then travels alone and gets one answer, not two.
+            ahead = connected and tx.implicit and tx.begins_ahead and not self.autocommit
+            tx.ended_read_only(ahead)
+            if connected:
+                self.encoder.exec_sql(f"{sql}; BEGIN" if ahead else sql)
+                self.unread += 1
+                try:
+                    yield Send(self.encoder.take())
+                except ConnectionLostError:
+                    # Not sent: the connection is lost, and the server drops the
+                    # transaction with it.
+                    self.unread -= 1
+                    self._ahead_failed()
+            return
+        if state is LOST:
             if sql == "COMMIT":
                 why = tx.lost_reason
                 tx.clear_lost()
@@ -993,51 +1041,24 @@ class Session(LeaderDiscovery):
                 except Error:
                     pass
             return
-        if not tx.is_open:
-            return
+        if state is IDLE or state is AHEAD:
+            return  # no transaction open
         if self.streaming is not None:
             yield from self.finish_stream()
-        if tx.state is not READING:
-            try:
-                yield from self._end_transaction(sql)
-            except ConnectionLostError:
-                if sql == "COMMIT":
-                    raise
-                # (The server discards the transaction of a connection it loses: rolled back.)
-            return
-        # A transaction that only read ends without waiting for the answer.
-        # Nothing is at stake, so COMMIT/ROLLBACK is sent now (the server
-        # ends the read snapshot then) and its answer is read ahead of the
-        # next request's: a pooled read waits for one round trip, not two.
-        connected = self.connected_to is not None
-        # PEP 249 mode: the next transaction will begin by itself, so its
-        # BEGIN goes out now, in the same request (EXEC_SQL runs both, and
-        # a deferred BEGIN takes no lock and no snapshot).  The next
-        # statement then travels alone and gets one answer, not two.
-        ahead = connected and not self.autocommit and tx.implicit and tx.begins_ahead
-        tx.ended_read_only(ahead)
-        if not connected:
-            return
-        self.encoder.exec_sql(f"{sql}; BEGIN" if ahead else sql)
-        self.unread += 1
         try:
-            yield Send(self.encoder.take())
+            yield from self._end_transaction(sql)
         except ConnectionLostError:
-            # Not sent: the connection is lost, and the server drops the
-            # transaction with it.
-            self.unread -= 1
-            self._ahead_failed()
+            if sql == "COMMIT":
+                raise
+            # (The server discards the transaction of a connection it loses: rolled back.)
 
-    def rollback_sends_only(self) -> bool:
-        """``rollback()`` waits for no answer: no transaction is open, or the
-        open one only read (its end is sent, and its answer read with the
-        next request's).  Its generator then yields nothing but ``Send``."""
-        tx = self.tx
-        if self.closed or tx.state is LOST:
-            return False
-        if not tx.is_open:
-            return True
-        return tx.state is READING and self.streaming is None
+    def end_sends_only(self) -> bool:
+        """``commit()`` and ``rollback()`` wait for no answer: no transaction
+        is open, or the open one only read (its end is sent, and its answer
+        read with the next request's).  Their generators then yield nothing
+        but ``Send``: a shell may drive them without its I/O loop."""
+        state = self.tx.state
+        return ((state is READING and self.streaming is None) or state is IDLE or state is AHEAD) and not self.closed
 
     def _end_transaction(self, sql: str) -> Op:
         tx = self.tx

@@ -435,9 +435,9 @@ class AsyncConnection(ConnectionBase):
         protocol = self._protocol
         session = self._session
         if (protocol is None or protocol.transport is None or protocol.transport.is_closing()
-                or self._busy or self._pending_error is not None or not session.rollback_sends_only()):
+                or self._busy or self._pending_error is not None or not session.end_sends_only()):
             return False  # (a closed socket: rollback() reconnects or says why)
-        for request in session.rollback():  # nothing but Send: see Session.rollback_sends_only
+        for request in session.rollback():  # nothing but Send: see Session.end_sends_only
             protocol.write(request.data)
         return True
 

@@ -11,7 +11,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Unpack
 
 from dqlite._io import CLOSE, CONNECTED, Connect, FindLeader, Op, Send, Sleep
@@ -339,7 +339,8 @@ class Connection(ConnectionBase):
         leader (nothing of it was committed) and ``CommitOutcomeUnknownError``
         if the connection failed after COMMIT was sent.  Neither is retried.
         """
-        self._run(self._session.commit())
+        if not self._send_only(self._session.commit):
+            self._run(self._session.commit())
 
     def rollback(self) -> None:
         """Roll back the open transaction; a no-op when none is open.
@@ -347,7 +348,38 @@ class Connection(ConnectionBase):
         Also clears the state a lost transaction leaves behind, so the
         connection can be used again.
         """
-        self._run(self._session.rollback())
+        if not self._send_only(self._session.rollback):
+            self._run(self._session.rollback())
+
+    def _send_only(self, operation: Callable[[], Op]) -> bool:
+        """Run ``operation`` (commit or rollback) without the I/O loop where
+        it only sends (``Session.end_sends_only``): the end of a transaction
+        that only read, as a pool's reset of a connection is.  False, having
+        done nothing, where it is not so."""
+        wire = self._wire
+        if (wire is None or self._pending_error is not None or not self._session.end_sends_only()
+                or not self._lock.acquire(False)):  # (_run refuses a second thread)
+            return False
+        op = operation()
+        try:
+            for request in op:  # nothing but Send
+                try:
+                    wire.send(request.data)
+                except ConnectionLostError as exc:
+                    op.throw(exc)  # the session hears the end was not sent; it returns
+        except StopIteration:
+            pass
+        except Exception:
+            raise
+        except BaseException:
+            # Interrupted midway through a send: part of it may be out.
+            self._interrupted(op)
+            raise
+        finally:
+            self._lock.release()
+            if self._close_requested:
+                self.close()
+        return True
 
     def close(self) -> None:
         """Close the connection; an open transaction is rolled back by the server.

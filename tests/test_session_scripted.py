@@ -399,6 +399,68 @@ def test_a_read_only_transaction_ends_without_waiting_and_the_next_begin_goes_ah
     assert session.in_transaction
 
 
+def test_a_query_joins_the_begin_sent_ahead_before_its_answer_comes():
+    """The answer to COMMIT; BEGIN has not come when the next query goes out:
+    the query still travels alone (the server runs the BEGIN first), and the
+    owed answer is read ahead of the query's."""
+    session, server = connected()
+    cursor = new_cursor(session)
+    sql = "SELECT x FROM t"
+    server.answer(stmt_message(0, 0), result_message() + rows_message(["x"], [[(INTEGER, 1)]]))
+    cursor.run(server, session.execute(sql, ()))
+    server.run(session.commit())
+    server.answer(result_message() + rows_message(["x"], [[(INTEGER, 2)]]))  # not arrived before
+
+    cursor.run(server, session.execute(sql, ()))
+
+    assert server.writes[-1].requests == [("QUERY", 0, [])]
+    assert fetch_all(server, cursor) == [(2,)] and session.in_transaction
+    assert not server.script
+
+
+def test_a_query_that_joined_a_failed_begin_runs_again_in_a_transaction():
+    """If COMMIT; BEGIN failed, the query sent behind it ran outside any
+    transaction: its answer is dropped and it runs again behind a BEGIN."""
+    session, server = connected()
+    cursor = new_cursor(session)
+    sql = "SELECT x FROM t"
+    server.answer(stmt_message(0, 0), result_message() + rows_message(["x"], [[(INTEGER, 1)]]))
+    cursor.run(server, session.execute(sql, ()))
+    server.run(session.commit())
+    server.answer(failure_message(1, "cannot commit - no transaction is active")
+                  + rows_message(["x"], [[(INTEGER, 2)]]),
+                  result_message() + rows_message(["x"], [[(INTEGER, 3)]]))
+
+    cursor.run(server, session.execute(sql, ()))
+
+    assert [w.requests for w in server.writes][-2:] == [
+        [("QUERY", 0, [])], [("EXEC_SQL", "BEGIN"), ("QUERY", 0, [])]]
+    assert fetch_all(server, cursor) == [(3,)] and session.in_transaction
+    assert not server.script
+
+
+def test_a_write_does_not_join_a_begin_whose_answer_has_not_come():
+    """A write sent behind a BEGIN that may have failed could commit by
+    itself: it goes out behind a BEGIN of its own (refused harmlessly when
+    the one sent ahead took)."""
+    session, server = connected()
+    cursor = new_cursor(session)
+    sql = "SELECT x FROM t"
+    server.answer(stmt_message(1, 1), result_message() + result_message(6, 1), result_message(),
+                  stmt_message(0, 0), result_message() + rows_message(["x"], [[(INTEGER, 1)]]))
+    cursor.run(server, session.execute(INSERT, (4,)))  # (prepared: nothing is read before the EXEC below)
+    server.run(session.commit())
+    cursor.run(server, session.execute(sql, ()))
+    server.run(session.commit())
+    server.answer(result_message() + failure_message(1, "cannot start a transaction within a transaction")
+                  + result_message(7, 1))
+
+    cursor.run(server, session.execute(INSERT, (5,)))
+
+    assert server.writes[-1].requests == [("EXEC_SQL", "BEGIN"), ("EXEC", 1, [(INTEGER, 5)])]
+    assert cursor.lastrowid == 7 and session.in_transaction and not server.script
+
+
 def test_auto_mode_starts_a_read_transaction_over_when_its_first_write_finds_the_lock_taken():
     """README, transaction modes: AUTO rolls back, waits, and runs the write in a new transaction."""
     session, server = connected(transaction_mode="AUTO")
