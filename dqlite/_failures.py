@@ -7,6 +7,7 @@ import enum
 from typing import Any
 
 from dqlite._io import Op
+from dqlite._sql import QUERY as _QUERY
 from dqlite.exceptions import (
     LEADERSHIP_LOST_CODES,
     NOT_LEADER_CODES,
@@ -66,6 +67,17 @@ def is_connection_failure(exc: Error) -> bool:
         # server dropped this session's state when leadership moved.
         or code == 12
     )
+
+
+def refused_before_running(exc: Error, kind: str) -> bool:
+    """``exc`` is the answer of a node that does not lead (any more), and the
+    statement (of ``_sql`` kind ``kind``) did not run: "not leader", or code
+    12, the session's state dropped when leadership moved.  "Leadership lost"
+    can come after a write was replicated: only a query is known not to
+    have changed anything then."""
+    code = exc.code
+    return (code in NOT_LEADER_CODES or code == 12
+            or (code in LEADERSHIP_LOST_CODES and kind == _QUERY))
 
 
 def lost_error(exc: Error, *, writing: bool, in_transaction: bool) -> Error:

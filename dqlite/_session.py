@@ -30,6 +30,7 @@ from dqlite._failures import (
     answer_or_refusal,
     is_connection_failure,
     lost_error,
+    refused_before_running,
 )
 from dqlite._io import CLOSE, RECV, Op, Send, Sleep
 from dqlite._protocol import MAX_PARAMS_SCHEMA0, Decoder, Encoder
@@ -62,6 +63,10 @@ _PIPELINE_WINDOW = 512
 
 _EXEC_SQL_KINDS = frozenset({_sql.OTHER, _sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK, _sql.SAVEPOINT})
 _TRANSACTION_CONTROL = frozenset({_sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK})
+_ENDS = frozenset({_sql.COMMIT, _sql.ROLLBACK})
+# Times a statement refused by a node that no longer leads is run again, on
+# the leader found anew each time.
+_MAX_REFUSALS = 3
 # Kinds of statement that write (or may): any but a query, transaction
 # control and savepoints.
 _READ_OR_CONTROL_KINDS = frozenset({_sql.QUERY, _sql.EMPTY, _sql.BEGIN, _sql.COMMIT, _sql.ROLLBACK, _sql.SAVEPOINT})
@@ -589,6 +594,7 @@ class Session(LeaderDiscovery):
         # DDL and transaction control without parameters: one EXEC_SQL, nothing worth preparing.
         sql_only = not params and kind in _EXEC_SQL_KINDS
         joined_unanswered = False  # joined a BEGIN sent ahead whose answer had not come
+        refusals = 0  # by a node that no longer leads (see refused_before_running)
         encoder = self.encoder
         decoder = self.decoder
         attempt = 0
@@ -692,6 +698,16 @@ class Session(LeaderDiscovery):
                         yield from self._guarded(self._restart_transaction(), writing=False)
                         yield Sleep(delay)
                         continue
+                if refused_before_running(exc, kind) and refusals < _MAX_REFUSALS and kind not in _ENDS:
+                    error = self.lost(exc, writing=False)
+                    yield CLOSE
+                    if tx.state is not IDLE:
+                        raise error from exc  # a transaction with statements in it was lost
+                    # Nothing ran, and nothing is lost (autocommit, or the
+                    # transaction's first statement): run it on the leader.
+                    refusals += 1
+                    log.info("the statement was refused before it ran (%s): running it again on the leader", exc)
+                    continue
                 yield from self._failed(exc, writing)
                 tx.statement_ran(writes)  # a write that failed may hold the lock
                 delay = self._busy_delay(exc, attempt)

@@ -187,19 +187,49 @@ def test_no_such_table_at_prepare_runs_a_barrier_and_prepares_once_more():
 
 # -- failures that end the connection -----------------------------------------
 
-def test_not_leader_on_a_write_in_autocommit_closes_and_raises_connection_lost():
+def test_not_leader_on_a_write_in_autocommit_runs_it_again_on_the_leader():
+    """Refused before it ran: nothing is lost, so the statement runs on the leader found anew."""
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), failure_message(10250, "not leader"),
+                  server_message(2, B) + db_message(),  # A names B
+                  server_message(2, B) + db_message(), stmt_message(4, 1), result_message(3, 1))
+
+    cursor.run(server, session.execute(INSERT, (5,)))
+
+    assert server.log == [("PREPARE", INSERT), ("EXEC", 1, [(INTEGER, 5)]), "CLOSE",
+                          ("CONNECT", A), ("HANDSHAKE",), ("LEADER",), ("OPEN", "db"), "CLOSE",
+                          ("CONNECT", B), ("HANDSHAKE",), ("LEADER",), ("OPEN", "db"), "CONNECTED",
+                          ("PREPARE", INSERT), ("EXEC", 4, [(INTEGER, 5)])]
+    assert session.connected_to == B and cursor.lastrowid == 3 and not server.script
+
+
+def test_not_leader_again_and_again_raises_connection_lost():
     session, server = connected(autocommit=True)
     cursor = new_cursor(session)
     server.answer(stmt_message(1, 1), failure_message(10250, "not leader"))
+    for _ in range(3):
+        server.answer(server_message(1, A) + db_message(), stmt_message(1, 1), failure_message(10250, "not leader"))
 
     with pytest.raises(dqlite.ConnectionLostError) as info:
         cursor.run(server, session.execute(INSERT, (5,)))
 
-    # Refused before it ran: the outcome is known (not CommitOutcomeUnknownError), and not retried.
-    assert type(info.value) is dqlite.ConnectionLostError
-    assert info.value.code == 10250
-    assert server.log == [("PREPARE", INSERT), ("EXEC", 1, [(INTEGER, 5)]), "CLOSE"]
-    assert session.connected_to is None
+    # The outcome is known (not CommitOutcomeUnknownError).
+    assert type(info.value) is dqlite.ConnectionLostError and info.value.code == 10250
+    assert server.log.count(("EXEC", 1, [(INTEGER, 5)])) == 4
+    assert server.log[-1] == "CLOSE" and session.connected_to is None and not server.script
+
+
+def test_not_leader_inside_a_transaction_that_wrote_loses_it_and_is_not_retried():
+    session, server = connected()
+    cursor = new_cursor(session)
+    server.answer(stmt_message(1, 1), result_message() + result_message(1, 1), failure_message(10250, "not leader"))
+    cursor.run(server, session.execute(INSERT, (5,)))
+
+    with pytest.raises(dqlite.TransactionLostError):
+        cursor.run(server, session.execute(INSERT, (6,)))
+
+    assert server.log[-2:] == [("EXEC", 1, [(INTEGER, 6)]), "CLOSE"] and not server.script
 
 
 def test_a_commit_whose_connection_dies_is_of_unknown_outcome_and_never_retried():
@@ -574,7 +604,7 @@ def test_the_next_statement_after_a_lost_connection_reconnects_and_prepares_agai
     """Statement ids die with the connection (protocol.md §8 (a))."""
     session, server = connected(autocommit=True)
     cursor = new_cursor(session)
-    server.answer(stmt_message(1, 1), failure_message(10250, "not leader"))
+    server.answer(stmt_message(1, 1), Lost("connection reset by peer"))
     with pytest.raises(dqlite.ConnectionLostError):
         cursor.run(server, session.execute(INSERT, (5,)))
     server.log.clear()

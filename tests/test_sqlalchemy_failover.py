@@ -44,14 +44,37 @@ def test_pre_ping_moves_to_the_new_leader(cluster, transfer_away):
     engine.dispose()
 
 
-def test_without_pre_ping_one_error_then_every_connection_is_fresh(cluster, transfer_away):
+def test_without_pre_ping_a_deposed_leaders_refusal_is_run_again_on_the_new_leader(cluster, transfer_away):
+    """The old leader refuses the first statement of each stale pooled
+    connection before running it: that connection moves to the new leader and
+    runs it there, without an error."""
+    engine = sa.create_engine(url_of(cluster), pool_size=3)
+    metadata.create_all(engine)
+    conns = [engine.connect() for _ in range(3)]
+    for conn in conns:
+        conn.close()
+    new_leader = transfer_away(cluster)
+    conns = [engine.connect() for _ in range(3)]
+    for i, conn in enumerate(conns):
+        conn.execute(t.insert().values(id=i, v="moved"))
+        conn.commit()
+        assert leader_of(conn) == new_leader
+    for conn in conns:
+        conn.close()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(t.c.id)).scalars().all() == [0, 1, 2]
+    engine.dispose()
+
+
+def test_without_pre_ping_a_dead_leader_costs_one_error_then_every_connection_is_fresh(cluster):
     engine = sa.create_engine(url_of(cluster), pool_size=3)
     metadata.create_all(engine)
     conns = [engine.connect() for _ in range(3)]
     stale = [c.connection.dbapi_connection for c in conns]
     for conn in conns:
         conn.close()
-    new_leader = transfer_away(cluster)
+    cluster.leader_node().kill()
+    new_leader = cluster.wait_for_leader()
     with pytest.raises(exc.DBAPIError) as info, engine.begin() as conn:
         conn.execute(t.insert().values(id=1, v="lost"))
     assert info.value.connection_invalidated  # is_disconnect recognised the lost leader
