@@ -116,23 +116,10 @@ def _rows_result(description: tuple, rows: list, done: bool) -> Result:
 
 _new_result = object.__new__
 
-_last_description: tuple = (None, None, None)
-
-
 def _description(columns: list[str], types: tuple[int, ...] | None) -> tuple:
-    """The description of a result with these columns; the last one is reused.
-
-    The decoder hands out the same ``columns`` list while the column names
-    stay the same, so repeated executions of a statement build nothing.
-    """
-    global _last_description
-    last_columns, last_types, description = _last_description
-    if columns is last_columns and types == last_types:
-        return description
+    """The description of a result with these columns (see ``Session._describe``)."""
     codes = types or (None,) * len(columns)
-    description = tuple((name, code, None, None, None, None, None) for name, code in zip(columns, codes))
-    _last_description = (columns, types, description)
-    return description
+    return tuple((name, code, None, None, None, None, None) for name, code in zip(columns, codes))
 
 
 class Session(LeaderDiscovery):
@@ -186,6 +173,7 @@ class Session(LeaderDiscovery):
         self.closed = False
         self.params32: bool | None = None
         self.barrier_run = False  # this connection's leader ran _barrier()
+        self.described: tuple = (None, None, None)  # see _describe
 
     @property
     def transaction_mode(self) -> str:
@@ -197,10 +185,6 @@ class Session(LeaderDiscovery):
     @property
     def in_transaction(self) -> bool:
         return self.tx.is_open
-
-    @property
-    def busy_timeout(self) -> float:
-        return self.lock_wait.timeout
 
     def describe_state(self) -> str:
         if self.closed:
@@ -234,6 +218,19 @@ class Session(LeaderDiscovery):
         self.decoder.reset()
 
     # -- reading answers ---------------------------------------------------
+
+    def _describe(self, columns: list[str], types: tuple[int, ...] | None) -> tuple:
+        """The description of a result with these columns; this connection's last one is reused.
+
+        The decoder hands out the same ``columns`` list while the column
+        names stay the same, so repeated executions of a statement build nothing.
+        """
+        last_columns, last_types, description = self.described
+        if columns is last_columns and types == last_types:
+            return description
+        description = _description(columns, types)
+        self.described = (columns, types, description)
+        return description
 
     def _read(self, reader: Any) -> Op:
         """One answer, decoded by ``reader`` (after the answers still owed)."""
@@ -632,14 +629,12 @@ class Session(LeaderDiscovery):
                     if statements.to_finalize:
                         nfin, finalized = statements.encode_finalizes(encoder)
                     state = tx.state
-                    if state is READING or state is WRITING or self.autocommit:
-                        begin = False
-                    elif state is AHEAD and (not self.unread or prepared.info.kind == _QUERY):
-                        # The BEGIN sent ahead took; or, for a query, its
-                        # answer is not in yet but the server runs it first.
-                        # (A write never joins a BEGIN that may have failed.)
-                        joined_unanswered = self.unread > 0
-                        tx.join_ahead()
+                    # Join the transaction begun ahead when its BEGIN took; or,
+                    # for a query, when its answer is not in yet: the server
+                    # runs it first.  (A write never joins a BEGIN that may
+                    # have failed.)  Joined once the request is encoded.
+                    join = state is AHEAD and (not self.unread or prepared.info.kind == _QUERY)
+                    if join or state is READING or state is WRITING or self.autocommit:
                         begin = False
                     else:
                         begin = self._begin_if_needed(info)
@@ -650,6 +645,9 @@ class Session(LeaderDiscovery):
                 except BaseException:
                     statements.unencode(encoder, finalized)
                     raise
+                if join:
+                    joined_unanswered = self.unread > 0
+                    tx.join_ahead()
                 if nfin or begin:
                     yield from self._send_with_prologue(nfin, begin)
                 else:
@@ -681,7 +679,7 @@ class Session(LeaderDiscovery):
                     result = yield from self._exec_rowless_pragma(prepared, params, params32)
                     break
                 if (rows or done) and decoder.columns:
-                    result = _rows_result(_description(decoder.columns, decoder.first_row_types), rows, done)
+                    result = _rows_result(self._describe(decoder.columns, decoder.first_row_types), rows, done)
                     if done:
                         decoder.end_result()
                     else:
@@ -807,7 +805,7 @@ class Session(LeaderDiscovery):
                 done = yield from self._read_rows(rows)
             decoder.end_result()
             return Result()
-        result = Result(_description(decoder.columns, decoder.first_row_types), rows, done)
+        result = Result(self._describe(decoder.columns, decoder.first_row_types), rows, done)
         if done:
             decoder.end_result()
         else:

@@ -92,8 +92,31 @@ class ConnectionBase:
     #: it was.
     row_factory: Callable[[Any, tuple], Any] | None = None
 
+    # The classes of its cursors, without a hook and with one (set by each
+    # shell), and the one in use (see on_query).
+    _cursor_classes: tuple[type, type]
+    _cursor_cls: type
+    _on_query: QueryHook | None = None
+
     def __repr__(self) -> str:
         return f"<{type(self).__module__}.{type(self).__qualname__} {self._session.describe_state()}>"
+
+    @property
+    def on_query(self) -> QueryHook | None:
+        """A hook called after each statement with a ``dqlite.hooks.QueryEvent``
+        (SQL, duration, row count, error; never the parameters), or None.
+
+        Applies to cursors made after it is set.  Without a hook, cursors run
+        exactly the code they run without this feature.
+        """
+        return self._on_query
+
+    @on_query.setter
+    def on_query(self, hook: QueryHook | None) -> None:
+        if hook is not None and not callable(hook):
+            raise InterfaceError(f"on_query must be callable or None, not {type(hook).__name__}")
+        self._on_query = hook
+        self._cursor_cls = self._cursor_classes[hook is not None]
 
     @property
     def database(self) -> str:

@@ -44,7 +44,6 @@ from dqlite.exceptions import (
     ProgrammingError,
     ProtocolError,
 )
-from dqlite.hooks import QueryHook
 
 if TYPE_CHECKING:
     from dqlite.aiopool import AsyncConnectionPool
@@ -172,9 +171,7 @@ async def connect(address: str | Sequence[str], database: str = "main",
 class AsyncConnection(ConnectionBase):
     """An asyncio connection to the leader of a dqlite cluster (see ``connect``)."""
 
-    # The class of its cursors: AsyncCursor, or _HookedAsyncCursor while a hook is set.
     _cursor_cls: type[AsyncCursor]
-    _on_query: QueryHook | None = None
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -384,18 +381,6 @@ class AsyncConnection(ConnectionBase):
         """A new cursor on this connection."""
         self._session.check_open()
         return self._cursor_cls(self)
-
-    @property
-    def on_query(self) -> QueryHook | None:
-        """A hook called after each statement (see ``dqlite.Connection.on_query``)."""
-        return self._on_query
-
-    @on_query.setter
-    def on_query(self, hook: QueryHook | None) -> None:
-        if hook is not None and not callable(hook):
-            raise InterfaceError(f"on_query must be callable or None, not {type(hook).__name__}")
-        self._on_query = hook
-        self._cursor_cls = AsyncCursor if hook is None else _HookedAsyncCursor
 
     async def execute(self, sql: str, parameters: Parameters = ()) -> AsyncCursor:
         """Shortcut: a new cursor's ``execute``."""
@@ -627,6 +612,7 @@ class _HookedAsyncCursor(AsyncCursor):
             return await super().executemany(sql, seq_of_parameters)
 
 
+AsyncConnection._cursor_classes = (AsyncCursor, _HookedAsyncCursor)
 AsyncConnection._cursor_cls = AsyncCursor
 
 async def create_pool(addresses: str | Sequence[str], database: str = "main", **kwargs: Any) -> AsyncConnectionPool:

@@ -29,7 +29,6 @@ from dqlite.exceptions import (
     ProgrammingError,
     ProtocolError,
 )
-from dqlite.hooks import QueryHook
 
 __all__ = ["Connection", "Cursor", "connect"]
 
@@ -117,9 +116,7 @@ def connect(address: str | Sequence[str], database: str = "main", **options: Unp
 class Connection(ConnectionBase):
     """A DB-API 2.0 connection to the leader of a dqlite cluster."""
 
-    # The class of its cursors: Cursor, or _HookedCursor while a hook is set.
     _cursor_cls: type[Cursor]
-    _on_query: QueryHook | None = None
 
     def __init__(self, session: Session) -> None:
         """Connect through ``session`` (use ``dqlite.connect``)."""
@@ -286,23 +283,6 @@ class Connection(ConnectionBase):
         """A new cursor on this connection."""
         self._session.check_open()
         return self._cursor_cls(self)
-
-    @property
-    def on_query(self) -> QueryHook | None:
-        """A hook called after each statement with a ``dqlite.hooks.QueryEvent``
-        (SQL, duration, row count, error; never the parameters), or None.
-
-        Applies to cursors made after it is set.  Without a hook, cursors run
-        exactly the code they run without this feature.
-        """
-        return self._on_query
-
-    @on_query.setter
-    def on_query(self, hook: QueryHook | None) -> None:
-        if hook is not None and not callable(hook):
-            raise InterfaceError(f"on_query must be callable or None, not {type(hook).__name__}")
-        self._on_query = hook
-        self._cursor_cls = Cursor if hook is None else _HookedCursor
 
     def execute(self, sql: str, parameters: Parameters = ()) -> Cursor:
         """Shortcut: a new cursor's ``execute``."""
@@ -561,4 +541,5 @@ class _HookedCursor(Cursor):
             return super().executemany(sql, seq_of_parameters)
 
 
+Connection._cursor_classes = (Cursor, _HookedCursor)
 Connection._cursor_cls = Cursor

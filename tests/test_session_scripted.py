@@ -469,6 +469,24 @@ def test_a_query_that_joined_a_failed_begin_runs_again_in_a_transaction():
     assert not server.script
 
 
+def test_a_parameter_the_encoder_refuses_leaves_the_begin_sent_ahead_unjoined():
+    session, server = connected()
+    cursor = new_cursor(session)
+    sql = "SELECT x FROM t WHERE x = ?"
+    server.answer(stmt_message(0, 1), result_message() + rows_message(["x"], [[(INTEGER, 1)]]))
+    cursor.run(server, session.execute(sql, (1,)))
+    server.run(session.commit())
+
+    with pytest.raises(dqlite.Error):
+        cursor.run(server, session.execute(sql, (object(),)))
+
+    assert not session.in_transaction
+    server.answer(result_message() + rows_message(["x"], [[(INTEGER, 2)]]))
+    cursor.run(server, session.execute(sql, (2,)))
+    assert server.writes[-1].requests == [("QUERY", 0, [(INTEGER, 2)])]
+    assert fetch_all(server, cursor) == [(2,)] and session.in_transaction and not server.script
+
+
 def test_a_write_does_not_join_a_begin_whose_answer_has_not_come():
     """A write sent behind a BEGIN that may have failed could commit by
     itself: it goes out behind a BEGIN of its own (refused harmlessly when
