@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -201,3 +202,13 @@ def test_the_proxy_delivers_every_byte_in_order_both_ways():
     finally:
         proxy.stop()
         server.close()
+
+
+@pytest.mark.parametrize("mode", ["query", "pooled-read", "sqlalchemy"])
+def test_client_cost_runs_each_mode_against_the_stand_in_socket(mode):
+    """bench/client_cost.py: the driver runs every iteration against the stand-in (a wrong
+    answer would raise) and the cost per iteration is reported."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "client_cost.py")
+    proc = subprocess.run([sys.executable, script, mode, "200"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.fullmatch(rf"{mode}: \d+\.\d\d µs CPU per iteration \(200\)\n", proc.stdout), proc.stdout
