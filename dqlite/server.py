@@ -308,7 +308,7 @@ class LocalNode:
         # What this object did to the current process, so an exit it did not
         # cause can be told apart from one it did (see _exited_unasked).
         self._signals_sent: set[int] = set()
-        self._ready = False
+        self._started_ok = False
         self._exit_checked = False
         self._crashes: list[NodeCrash] = []
 
@@ -346,7 +346,7 @@ class LocalNode:
         # The process object is about to be replaced: judge the old one's end now.
         self.check_crash()
         self._signals_sent = set()
-        self._ready = False
+        self._started_ok = False
         self._exit_checked = False
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = node_environment(self.env)
@@ -401,7 +401,7 @@ class LocalNode:
             raise NodeStartError(f"node {self.id}: unexpected output {line!r}" + self._log_excerpt())
         # The host writes nothing after "ready"; keep only stdin (the lifeline).
         proc.stdout.close()
-        self._ready = True
+        self._started_ok = True
         log.info("node %d at %s: running (pid %d)", self.id, self.address, proc.pid)
 
     def start(self, timeout: float = 10.0) -> None:
@@ -534,7 +534,7 @@ class LocalNode:
             # stop, the OOM killer's SIGKILL) is not, also before "ready".
             return -returncode not in self._signals_sent
         # An exit code before "ready" is a start failure, which wait_ready reports.
-        return self._ready and not (self._signals_sent - _NON_FATAL)
+        return self._started_ok and not (self._signals_sent - _NON_FATAL)
 
     def _keep_evidence(self, pid: int, returncode: int) -> NodeCrash:
         """Copy what tells why process ``pid`` died to the crash folder (never raises)."""
@@ -549,7 +549,7 @@ class LocalNode:
             (evidence / "data-dir.txt").write_text(_listing(self.data_dir))
             (evidence / "exit.txt").write_text(
                 f"node {self.id} at {self.address}, pid {pid}: {_describe_exit(returncode)}\n"
-                f"ready before: {self._ready}; signals sent by LocalNode: "
+                f"ready before: {self._started_ok}; signals sent by LocalNode: "
                 f"{', '.join(_signal_name(n) for n in sorted(self._signals_sent)) or 'none'}\n"
                 f"data dir: {self.data_dir}\nlog: {self.log_path}\n"
                 f"command: {' '.join(self.command())}\n\n"
