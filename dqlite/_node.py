@@ -14,6 +14,9 @@ The process protocol is deliberately tiny:
   SIGKILL) the kernel closes that pipe and the node stops instead of lingering;
 * then ``dqlite_node_stop`` + ``dqlite_node_destroy`` run and the exit code is 0.
   Failures print one ``dqlite node host: ...`` line on stderr and exit non-zero.
+* a fatal signal (SIGSEGV, SIGABRT from an ``assert``, ...) first writes every
+  thread's Python stack to stderr (:mod:`faulthandler`), then kills the process
+  as before, so the node's log says what it was doing.
 
 libdqlite is loaded through :mod:`ctypes` when the node starts, never when this
 module is imported, so the client package works on machines without libdqlite.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import faulthandler
 import os
 import select
 import signal
@@ -261,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         help="raft network latency: heartbeat 1.5x, election timeout 15x (libdqlite default: 200)",
     )
     args = parser.parse_args(argv)
+    # stderr is the node's log, which LocalNode keeps when a node crashes: a
+    # crash inside libdqlite/libsqlite3 then leaves at least the signal's name
+    # and the Python frames of every thread there.
+    faulthandler.enable(all_threads=True)
 
     try:
         lib = load_libdqlite()

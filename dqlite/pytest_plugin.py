@@ -24,6 +24,11 @@ every ``LocalCluster`` of the run, also one a test builds itself or starts in a
 subprocess, runs that server. Tests never need to know which one it is: the
 driver learns what a server can do from its answers.
 
+A node that crashes (see :class:`dqlite.server.NodeCrash`) has its log kept in
+``build/node-crashes/`` (or ``$DQLITE_CRASH_DIR``). A failing test whose fixtures
+include a cluster with a crashed node gets a "dqlite node crashes" section in its
+report, and the run ends with a list of every crash of the fixtures' clusters.
+
 Importing this module starts nothing and does not import the client: it is
 loaded by every pytest run in an environment where this package is installed.
 The fixtures need libdqlite (Debian: ``libdqlite0``) for the node processes;
@@ -36,13 +41,14 @@ import itertools
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Generator, Iterator, NamedTuple
 
 import pytest
 
 if TYPE_CHECKING:
-    from dqlite.server import LocalCluster
+    from dqlite.server import LocalCluster, NodeCrash
 
 __all__ = ["ServerInfo", "dqlite_cluster", "dqlite_database", "dqlite_fresh_cluster", "dqlite_server"]
 
@@ -54,6 +60,9 @@ _PRIVATE_SERVERS = {
     "1.18.7": (".deps/dqlite-1.18.7", "scripts/fetch-dqlite.sh 1.18.7"),
 }
 _SYSTEM_NAMES = {"", "system", "1.11"}
+
+# Crashes of the fixtures' clusters, for the summary at the end of the run.
+_crashes_key = pytest.StashKey["list[NodeCrash]"]()
 
 
 class ServerInfo(NamedTuple):
@@ -171,6 +180,56 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return f"dqlite server: {_server_info(config).describe()}"
 
 
+def _note_crashes(config: pytest.Config, crashes: list[NodeCrash]) -> None:
+    """Remember ``crashes`` for the end-of-run summary (each once)."""
+    seen = config.stash.setdefault(_crashes_key, [])
+    seen.extend(c for c in crashes if c not in seen)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Say in a failed test's report which nodes of its clusters have crashed.
+
+    After a node crash the tests that follow fail with connection errors that
+    do not say why; this section does. The clusters are the test's fixture
+    values (also those it got through other fixtures), so it covers the shared
+    cluster, fresh ones and any a project's own fixture returns.
+    """
+    report = yield
+    # No dqlite.server imported: no cluster can exist, and importing it here
+    # would load the client into every pytest run.
+    server = sys.modules.get("dqlite.server")
+    if not report.failed or server is None:
+        return report
+    values = getattr(item, "funcargs", None) or {}
+    clusters = [v for v in values.values() if isinstance(v, server.LocalCluster)]
+    crashes = [crash for cluster in clusters for crash in cluster.crashes()]
+    if crashes:
+        _note_crashes(item.config, crashes)
+        report.sections.append(
+            ("dqlite node crashes", "\n\n".join(f"{c.describe()}; end of its log:\n{c.log_tail}" for c in crashes))
+        )
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    crashes = config.stash.get(_crashes_key, [])
+    if crashes:
+        terminalreporter.section("dqlite node crashes", yellow=True)
+        for crash in crashes:
+            terminalreporter.line(crash.describe())
+
+
+def _stop_cluster(cluster: LocalCluster, config: pytest.Config) -> None:
+    """Stop a fixture's cluster, keeping its crashes for the end-of-run summary."""
+    try:
+        cluster.stop()  # keeps the evidence of crashed nodes first
+    finally:
+        _note_crashes(config, cluster.crashes())
+
+
 def _start_cluster(nodes: int = 3) -> LocalCluster:
     from dqlite.server import LocalCluster, NodeStartError
 
@@ -190,23 +249,23 @@ def dqlite_server(pytestconfig: pytest.Config) -> ServerInfo:
 
 
 @pytest.fixture(scope="session")
-def dqlite_cluster() -> Iterator[LocalCluster]:
+def dqlite_cluster(pytestconfig: pytest.Config) -> Iterator[LocalCluster]:
     """A 3-node dqlite cluster shared by the whole test session."""
     cluster = _start_cluster()
     try:
         yield cluster
     finally:
-        cluster.stop()
+        _stop_cluster(cluster, pytestconfig)
 
 
 @pytest.fixture
-def dqlite_fresh_cluster() -> Iterator[LocalCluster]:
+def dqlite_fresh_cluster(pytestconfig: pytest.Config) -> Iterator[LocalCluster]:
     """A 3-node dqlite cluster for this test only (kill or stop its nodes freely)."""
     cluster = _start_cluster()
     try:
         yield cluster
     finally:
-        cluster.stop()
+        _stop_cluster(cluster, pytestconfig)
 
 
 @pytest.fixture

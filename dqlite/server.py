@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import select
@@ -36,10 +37,12 @@ from dqlite.cluster import SPARE, VOTER, NodeClient
 from dqlite.exceptions import Error
 
 __all__ = [
+    "CRASH_DIR_ENV",
     "DEFAULT_LATENCY_MS",
     "SERVER_ROOT_ENV",
     "LocalCluster",
     "LocalNode",
+    "NodeCrash",
     "NodeStartError",
     "default_python_command",
     "free_ports",
@@ -68,8 +71,65 @@ _TRANSIENT = (Error, OSError)
 SERVER_ROOT_ENV = "DQLITE_SERVER_ROOT"
 
 
+#: Environment variable naming the folder that keeps the evidence of crashed nodes
+#: (see :class:`NodeCrash`); default ``build/node-crashes`` under the working directory.
+CRASH_DIR_ENV = "DQLITE_CRASH_DIR"
+_DEFAULT_CRASH_DIR = os.path.join("build", "node-crashes")
+
+# Signals that pause or resume a node rather than end it.
+_NON_FATAL = frozenset({signal.SIGSTOP, signal.SIGCONT})
+
+
 class NodeStartError(RuntimeError):
     """A node process or a cluster could not be started (the message says why)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeCrash:
+    """A node process that exited although nothing in this process asked it to.
+
+    That is: killed by a signal this package did not send (SIGSEGV, SIGABRT, the
+    OOM killer's SIGKILL, ...), or exited in any way after it was ready and before
+    it was told to stop. A :class:`LocalCluster` removes its temporary directory
+    when it stops, so the evidence is copied first into ``evidence``:
+    ``$DQLITE_CRASH_DIR/<UTC timestamp>-node<id>/`` (default
+    ``build/node-crashes/`` under the working directory), holding a copy of the
+    node's log, ``data-dir.txt`` (a listing of its data directory, not the data)
+    and ``exit.txt`` (how it ended, its command line, the kernel's last messages
+    if readable).
+    """
+
+    node_id: int
+    address: str
+    pid: int
+    returncode: int
+    #: The folder holding the copies; None if it could not be written.
+    evidence: Path | None
+    #: The end of the node's log at the time of the crash.
+    log_tail: str
+
+    @property
+    def how(self) -> str:
+        """How the process ended, e.g. ``killed by SIGSEGV`` or ``exited with code 1``."""
+        return _describe_exit(self.returncode)
+
+    def describe(self) -> str:
+        """One line naming the node, how it ended and where its evidence went."""
+        where = f"evidence in {self.evidence}" if self.evidence else "evidence could not be kept"
+        return f"node {self.node_id} at {self.address} (pid {self.pid}) {self.how}; {where}"
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    return f"killed by {_signal_name(-returncode)}"
 
 
 def private_python_command(root: str | os.PathLike[str], python: str | None = None) -> list[str]:
@@ -155,6 +215,48 @@ def _tail(path: Path | None, limit: int = 2000) -> str:
     return data.decode(errors="replace").strip()
 
 
+def _unique_folder(root: Path, name: str) -> Path:
+    """Create ``root/name`` (or ``name-2``, ``name-3``, ...) and return it."""
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = root / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"{root / name} and 998 more already exist")
+
+
+def _listing(data_dir: Path) -> str:
+    """Every file under ``data_dir`` with its size (what was there, not what it held)."""
+    lines = []
+    try:
+        for path in sorted(data_dir.rglob("*")):
+            try:
+                size = "dir" if path.is_dir() else str(path.stat().st_size)
+            except OSError as exc:
+                size = f"? ({exc.strerror})"
+            lines.append(f"{size:>12}  {path.relative_to(data_dir)}")
+    except OSError as exc:
+        lines.append(f"cannot list {data_dir}: {exc}")
+    return "\n".join(lines) + "\n"
+
+
+def _kernel_messages(limit: int = 50) -> str:
+    """The kernel log's last lines, where a segfault or GPF of a node shows up.
+
+    Often unreadable without privileges; the reason is returned then instead.
+    """
+    try:
+        done = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"(dmesg not run: {exc})"
+    if done.returncode != 0:
+        return f"(dmesg failed: {done.stderr.strip()})"
+    return "\n".join(done.stdout.splitlines()[-limit:])
+
+
 class LocalNode:
     """One dqlite node hosted in a child process.
 
@@ -203,6 +305,12 @@ class LocalNode:
         self.env = env
         self.bind_address = bind_address
         self.process: subprocess.Popen[bytes] | None = None
+        # What this object did to the current process, so an exit it did not
+        # cause can be told apart from one it did (see _exited_unasked).
+        self._signals_sent: set[int] = set()
+        self._started_ok = False
+        self._exit_checked = False
+        self._crashes: list[NodeCrash] = []
 
     # -- process control -------------------------------------------------------
 
@@ -210,6 +318,11 @@ class LocalNode:
     def pid(self) -> int | None:
         """PID of the current (or last) node process, None if never started."""
         return self.process.pid if self.process else None
+
+    @property
+    def crashes(self) -> list[NodeCrash]:
+        """The crashes of this node's processes found so far (see :meth:`check_crash`)."""
+        return list(self._crashes)
 
     def command(self) -> list[str]:
         """The argv that starts this node's host process."""
@@ -230,6 +343,11 @@ class LocalNode:
         if self.is_alive():
             raise RuntimeError(f"{self!r} is already running")
         self._reap()
+        # The process object is about to be replaced: judge the old one's end now.
+        self.check_crash()
+        self._signals_sent = set()
+        self._started_ok = False
+        self._exit_checked = False
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = node_environment(self.env)
         with open(self.log_path, "ab") as logf:
@@ -269,6 +387,7 @@ class LocalNode:
             if not chunk:  # EOF: the host exited before it was ready
                 rc = proc.wait()
                 self._close_pipes()
+                self.check_crash()  # a signal at start-up is a crash; an error code is not
                 if rc == EXIT_NO_LIBRARY:
                     said = _tail(self.log_path).splitlines()[-1:] or [INSTALL_HINT]
                     raise NodeStartError(f"cannot start dqlite node {self.id}: {said[0]}")
@@ -282,6 +401,7 @@ class LocalNode:
             raise NodeStartError(f"node {self.id}: unexpected output {line!r}" + self._log_excerpt())
         # The host writes nothing after "ready"; keep only stdin (the lifeline).
         proc.stdout.close()
+        self._started_ok = True
         log.info("node %d at %s: running (pid %d)", self.id, self.address, proc.pid)
 
     def start(self, timeout: float = 10.0) -> None:
@@ -298,9 +418,9 @@ class LocalNode:
         proc = self.process
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+                self._send(signal.SIGTERM)
                 # A SIGSTOPped node would never act on SIGTERM.
-                proc.send_signal(signal.SIGCONT)
+                self._send(signal.SIGCONT)
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """Stop the node: SIGTERM, wait up to ``timeout`` s, then SIGKILL.
@@ -326,8 +446,9 @@ class LocalNode:
         """
         proc = self.process
         if proc is None or proc.poll() is not None:
+            self.check_crash()  # it may be "not running" because it crashed: say so
             raise RuntimeError(f"{self!r} is not running")
-        proc.send_signal(sig)
+        self._send(sig)
         log.info("node %d at %s: sent signal %d to pid %d", self.id, self.address, sig, proc.pid)
         if sig == signal.SIGKILL:
             proc.wait()
@@ -366,7 +487,79 @@ class LocalNode:
         """A control connection (LEADER, CLUSTER, ADD, ...) to this node."""
         return NodeClient(self.address, timeout=timeout)
 
+    def check_crash(self) -> NodeCrash | None:
+        """If the current process has exited without being asked to, keep its evidence.
+
+        Returns the :class:`NodeCrash` (also appended to :attr:`crashes`) the first
+        time a crashed process is seen, and None otherwise: while it runs, when it
+        exited because this object stopped or signalled it (:meth:`stop`,
+        :meth:`terminate`, :meth:`kill`), or when it failed to start with an error
+        code (:meth:`wait_ready` raises then). A crash is logged as a WARNING on the
+        ``dqlite.server`` logger with the end of the node's log. :meth:`stop`,
+        :meth:`start` and :class:`LocalCluster` call this themselves, before a
+        cluster removes its temporary directory.
+        """
+        proc = self.process
+        if proc is None or self._exit_checked or proc.poll() is None:
+            return None
+        self._exit_checked = True
+        if not self._exited_unasked(proc.returncode):
+            return None
+        crash = self._keep_evidence(proc.pid, proc.returncode)
+        self._crashes.append(crash)
+        log.warning(
+            "node %d at %s (pid %d) crashed: %s; %s; end of its log %s:\n%s",
+            self.id,
+            self.address,
+            crash.pid,
+            crash.how,
+            f"evidence kept in {crash.evidence}" if crash.evidence else "its evidence could not be kept",
+            self.log_path,
+            crash.log_tail or "(empty)",
+        )
+        return crash
+
     # -- internals ---------------------------------------------------------------
+
+    def _send(self, sig: int) -> None:
+        """Signal the current process, remembering that this object did."""
+        assert self.process is not None
+        self._signals_sent.add(sig)
+        self.process.send_signal(sig)
+
+    def _exited_unasked(self, returncode: int) -> bool:
+        """Whether an exit with ``returncode`` is one this object did not cause."""
+        if returncode < 0:
+            # A signal we sent is expected; any other (SIGSEGV during a clean
+            # stop, the OOM killer's SIGKILL) is not, also before "ready".
+            return -returncode not in self._signals_sent
+        # An exit code before "ready" is a start failure, which wait_ready reports.
+        return self._started_ok and not (self._signals_sent - _NON_FATAL)
+
+    def _keep_evidence(self, pid: int, returncode: int) -> NodeCrash:
+        """Copy what tells why process ``pid`` died to the crash folder (never raises)."""
+        tail = "\n".join(_tail(self.log_path, limit=4000).splitlines()[-30:])
+        evidence: Path | None = None
+        try:
+            root = Path(os.environ.get(CRASH_DIR_ENV) or _DEFAULT_CRASH_DIR).absolute()
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            evidence = _unique_folder(root, f"{stamp}-node{self.id}")
+            if self.log_path.exists():
+                shutil.copy2(self.log_path, evidence / self.log_path.name)
+            (evidence / "data-dir.txt").write_text(_listing(self.data_dir))
+            (evidence / "exit.txt").write_text(
+                f"node {self.id} at {self.address}, pid {pid}: {_describe_exit(returncode)}\n"
+                f"ready before: {self._started_ok}; signals sent by LocalNode: "
+                f"{', '.join(_signal_name(n) for n in sorted(self._signals_sent)) or 'none'}\n"
+                f"data dir: {self.data_dir}\nlog: {self.log_path}\n"
+                f"command: {' '.join(self.command())}\n\n"
+                f"kernel messages (last lines):\n{_kernel_messages()}\n"
+            )
+        except OSError as exc:
+            log.warning("node %d: could not keep crash evidence in %s: %s", self.id, evidence, exc)
+            if evidence is None or not evidence.is_dir():
+                evidence = None
+        return NodeCrash(self.id, self.address, pid, returncode, evidence, tail)
 
     def _finish(self, deadline: float) -> int | None:
         """Wait for an already signalled node until ``deadline``, then SIGKILL it."""
@@ -377,15 +570,16 @@ class LocalNode:
             rc = proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             log.warning("node %d at %s: no exit after SIGTERM, killing pid %d", self.id, self.address, proc.pid)
-            proc.kill()
+            self._send(signal.SIGKILL)
             rc = proc.wait()
         self._close_pipes()
         log.info("node %d at %s: stopped (exit code %s)", self.id, self.address, rc)
+        self.check_crash()
         return rc
 
     def _abort(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            self._send(signal.SIGKILL)
             self.process.wait()
         self._close_pipes()
 
@@ -451,7 +645,9 @@ class LocalCluster:
     data. ``latency_ms`` sets raft timing (election timeout is 15x). See
     :class:`LocalNode` for ``python_command``. :meth:`stop` (or leaving the
     ``with`` block, or garbage collection / interpreter exit) stops exactly the
-    processes this object started.
+    processes this object started. A node that crashed (see :class:`NodeCrash`)
+    has its log copied out first and is logged as a WARNING; :meth:`crashes`
+    lists them.
     """
 
     def __init__(
@@ -586,6 +782,16 @@ class LocalCluster:
         if new != self.node(node_id).address:
             raise RuntimeError(f"leadership went to {new}, not to node {node_id}")
         return new
+
+    def crashes(self) -> list[NodeCrash]:
+        """Every crash of this cluster's nodes so far, in node order.
+
+        Checks each node first (:meth:`LocalNode.check_crash`), so the evidence of
+        one that has just died is kept now, while its data directory still exists.
+        """
+        for node in self._nodes:
+            node.check_crash()
+        return [crash for node in self._nodes for crash in node.crashes]
 
     def add_node(self, role: int = VOTER) -> LocalNode:
         """Start one more node and join it with ``role`` (VOTER, STANDBY or SPARE)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import select
@@ -17,7 +18,7 @@ import pytest
 
 from dqlite.cluster import VOTER, NodeClient
 from dqlite.exceptions import OperationalError
-from dqlite.server import LocalCluster, LocalNode, NodeStartError
+from dqlite.server import CRASH_DIR_ENV, LocalCluster, LocalNode, NodeStartError, free_ports
 
 
 def _running(pid: int) -> bool:
@@ -192,3 +193,106 @@ def test_client_imports_do_not_load_libdqlite() -> None:
 def test_dqlite_database_is_unique_and_plain(dqlite_database: str) -> None:
     assert re.fullmatch(r"[A-Za-z0-9_]{1,60}", dqlite_database)
     assert dqlite_database.startswith("test_dqlite_database_is_unique_and_plain_")
+
+
+def _crash_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "dqlite.server" and r.levelno == logging.WARNING and "crashed" in r.getMessage()]
+
+
+def test_a_crashed_node_leaves_its_log_and_a_warning(tmp_path, monkeypatch, caplog) -> None:
+    crash_dir = tmp_path / "crashes"
+    monkeypatch.setenv(CRASH_DIR_ENV, str(crash_dir))
+    caplog.set_level(logging.WARNING, logger="dqlite.server")
+    cluster = LocalCluster(nodes=3)
+    try:
+        node = cluster.node(2)
+        assert node.process is not None
+        # Not through LocalNode.kill(): a signal the code did not ask for.
+        os.kill(node.process.pid, signal.SIGSEGV)
+        assert node.process.wait(timeout=10) == -signal.SIGSEGV
+    finally:
+        cluster.stop()
+    assert not cluster.base_dir.exists()  # the evidence outlived the cluster's directory
+    (folder,) = crash_dir.iterdir()
+    assert re.fullmatch(r"\d{8}T\d{6}Z-node2", folder.name)
+    # The host's faulthandler wrote the signal's name to the log before dying.
+    assert "Segmentation fault" in (folder / "node-2.log").read_text()
+    assert "metadata1" in (folder / "data-dir.txt").read_text()  # a listing, not the data
+    assert not (folder / "node-2").exists()
+    assert "killed by SIGSEGV" in (folder / "exit.txt").read_text()
+    (crash,) = cluster.crashes()
+    assert (crash.node_id, crash.address, crash.returncode, crash.evidence) == (
+        2, node.address, -signal.SIGSEGV, folder)
+    (warning,) = _crash_warnings(caplog)
+    assert f"node 2 at {node.address}" in warning
+    assert "killed by SIGSEGV" in warning and str(folder) in warning
+    assert "Segmentation fault" in warning  # the end of its log
+
+
+@pytest.mark.parametrize("how", ["kill", "kill SIGABRT", "stop"])
+def test_a_node_stopped_on_purpose_leaves_no_evidence(tmp_path, monkeypatch, caplog, how: str) -> None:
+    crash_dir = tmp_path / "crashes"
+    monkeypatch.setenv(CRASH_DIR_ENV, str(crash_dir))
+    caplog.set_level(logging.WARNING, logger="dqlite.server")
+    cluster = LocalCluster(nodes=3)
+    try:
+        node = cluster.node(3)
+        assert node.process is not None
+        if how == "kill":
+            node.kill()
+        elif how == "kill SIGABRT":
+            node.kill(signal.SIGABRT)  # fault injection with a crash's own signal
+            assert node.process.wait(timeout=10) == -signal.SIGABRT
+        else:
+            assert node.stop() == 0
+        assert cluster.crashes() == []
+        node.start()  # a restart judges the old process too
+    finally:
+        cluster.stop()
+    assert cluster.crashes() == []
+    assert not crash_dir.exists()
+    assert _crash_warnings(caplog) == []
+
+
+def test_crash_evidence_goes_to_build_under_the_working_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(CRASH_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    node = LocalNode(1, f"127.0.0.1:{free_ports(1)[0]}", tmp_path / "data" / "node-1")
+    node.start()
+    assert node.process is not None
+    os.kill(node.process.pid, signal.SIGABRT)
+    node.process.wait(timeout=10)
+    assert node.stop() == -signal.SIGABRT  # stopping a dead node reports it
+    (folder,) = (tmp_path / "build" / "node-crashes").iterdir()
+    assert folder.name.endswith("-node1")
+    assert "Aborted" in (folder / "node-1.log").read_text()
+    assert [c.evidence for c in node.crashes] == [folder]
+
+
+def test_a_failing_test_names_the_crashed_node_of_its_cluster(tmp_path) -> None:
+    (tmp_path / "test_inner.py").write_text(textwrap.dedent(
+        """
+        import os, signal
+
+        def test_loses_a_node(dqlite_fresh_cluster):
+            node = dqlite_fresh_cluster.node(3)
+            os.kill(node.pid, signal.SIGABRT)
+            node.process.wait(timeout=10)
+            assert False, "confusing connection error"
+        """
+    ))
+    env = dict(os.environ, DQLITE_CRASH_DIR=str(tmp_path / "crashes"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), "test_inner.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    (folder,) = (tmp_path / "crashes").iterdir()
+    # A section of the failure's report: which node, how, where the evidence is, its log's end.
+    report = re.split(r"-+ dqlite node crashes -+\n", done.stdout)[1]
+    assert re.match(rf"node 3 at \S+ \(pid \d+\) killed by SIGABRT; evidence in {re.escape(str(folder))}", report)
+    assert "Fatal Python error: Aborted" in report
+    # And a list at the end of the run.
+    summary = re.split(r"=+ dqlite node crashes =+\n", done.stdout)[1]
+    assert summary.startswith("node 3 at ") and str(folder) in summary.splitlines()[0]
