@@ -43,7 +43,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Generator, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Generator, Iterator, NamedTuple
 
 import pytest
 
@@ -186,10 +186,8 @@ def _note_crashes(config: pytest.Config, crashes: list[NodeCrash]) -> None:
     seen.extend(c for c in crashes if c not in seen)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+@pytest.hookimpl(hookwrapper=True)  # (the old style: this plugin loads in every project's pytest)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """Say in a failed test's report which nodes of its clusters have crashed.
 
     After a node crash the tests that follow fail with connection errors that
@@ -197,12 +195,13 @@ def pytest_runtest_makereport(
     values (also those it got through other fixtures), so it covers the shared
     cluster, fresh ones and any a project's own fixture returns.
     """
-    report = yield
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
     # No dqlite.server imported: no cluster can exist, and importing it here
     # would load the client into every pytest run.
     server = sys.modules.get("dqlite.server")
     if not report.failed or server is None:
-        return report
+        return
     values = getattr(item, "funcargs", None) or {}
     clusters = [v for v in values.values() if isinstance(v, server.LocalCluster)]
     crashes = [crash for cluster in clusters for crash in cluster.crashes()]
@@ -211,7 +210,6 @@ def pytest_runtest_makereport(
         report.sections.append(
             ("dqlite node crashes", "\n\n".join(f"{c.describe()}; end of its log:\n{c.log_tail}" for c in crashes))
         )
-    return report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
