@@ -1034,11 +1034,14 @@ class Session(LeaderDiscovery):
                 self.unread += 1
                 try:
                     yield Send(self.encoder.take())
-                except ConnectionLostError:
+                except ConnectionLostError as exc:
                     # Not sent: the connection is lost, and the server drops the
-                    # transaction with it.
+                    # transaction with it (nothing to report); the next
+                    # statement reconnects.
                     self.unread -= 1
                     self._ahead_failed()
+                    self.lost(exc, writing=False)
+                    yield CLOSE
             return
         if state is LOST:
             if sql == "COMMIT":
@@ -1070,7 +1073,8 @@ class Session(LeaderDiscovery):
         """``commit()`` and ``rollback()`` wait for no answer: no transaction
         is open, or the open one only read (its end is sent, and its answer
         read with the next request's).  Their generators then yield nothing
-        but ``Send``: a shell may drive them without its I/O loop."""
+        but ``Send`` (and ``CLOSE`` once a send failed): a shell may drive
+        them without its I/O loop."""
         state = self.tx.state
         return ((state is READING and self.streaming is None) or state is IDLE or state is AHEAD) and not self.closed
 

@@ -346,7 +346,8 @@ class Connection(ConnectionBase):
                 try:
                     wire.send(request.data)
                 except ConnectionLostError as exc:
-                    op.throw(exc)  # the session hears the end was not sent; it returns
+                    op.throw(exc)  # the session forgets the connection: CLOSE, then it returns
+                    self._close_wire()
         except StopIteration:
             pass
         except Exception:

@@ -3,6 +3,7 @@
 import pytest
 
 import dqlite
+import dqlite._wire
 
 
 def count(conn, table="t"):
@@ -319,3 +320,27 @@ def test_the_transaction_after_a_read_only_one(setup):
     conn.commit()
     with pytest.raises(dqlite.OperationalError, match="no transaction is active"):
         conn.execute("COMMIT")  # as without the early BEGIN: nothing to commit
+
+
+def test_the_end_of_a_read_only_transaction_that_cannot_be_sent_is_no_error(dqlite_cluster, dqlite_database,
+                                                                           monkeypatch):
+    """White box: the blocking shell sends it without its I/O loop (``Connection._send_only``).
+    A send that fails loses the connection and, with it, a transaction that only read:
+    nothing to report; the next statement reconnects."""
+    conn = dqlite.connect(dqlite_cluster.addresses, dqlite_database)
+    assert conn.execute("SELECT 1").fetchall() == [(1,)] and conn.in_transaction
+    send = dqlite._wire.Wire.send
+    failures = []
+
+    def send_fails_once(wire, data):
+        if not failures:
+            failures.append(data)
+            wire.close()
+            raise dqlite.ConnectionLostError("broken pipe")
+        return send(wire, data)
+
+    monkeypatch.setattr(dqlite._wire.Wire, "send", send_fails_once)
+    conn.rollback()
+    assert failures and not conn.in_transaction and conn.leader is None
+    assert conn.execute("SELECT 2").fetchall() == [(2,)] and conn.leader is not None
+    conn.close()
