@@ -200,10 +200,16 @@ def _crash_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
             if r.name == "dqlite.server" and r.levelno == logging.WARNING and "crashed" in r.getMessage()]
 
 
-def test_a_crashed_node_leaves_its_log_and_a_warning(tmp_path, monkeypatch, caplog) -> None:
+@pytest.fixture
+def crash_dir(tmp_path, monkeypatch, caplog):
+    """Where this test's crash evidence goes; the crash warnings are captured."""
     crash_dir = tmp_path / "crashes"
     monkeypatch.setenv(CRASH_DIR_ENV, str(crash_dir))
     caplog.set_level(logging.WARNING, logger="dqlite.server")
+    return crash_dir
+
+
+def test_a_crashed_node_leaves_its_log_and_a_warning(crash_dir, caplog) -> None:
     cluster = LocalCluster(nodes=3)
     try:
         node = cluster.node(2)
@@ -231,10 +237,7 @@ def test_a_crashed_node_leaves_its_log_and_a_warning(tmp_path, monkeypatch, capl
 
 
 @pytest.mark.parametrize("how", ["kill", "kill SIGABRT", "stop"])
-def test_a_node_stopped_on_purpose_leaves_no_evidence(tmp_path, monkeypatch, caplog, how: str) -> None:
-    crash_dir = tmp_path / "crashes"
-    monkeypatch.setenv(CRASH_DIR_ENV, str(crash_dir))
-    caplog.set_level(logging.WARNING, logger="dqlite.server")
+def test_a_node_stopped_on_purpose_leaves_no_evidence(crash_dir, caplog, how: str) -> None:
     cluster = LocalCluster(nodes=3)
     try:
         node = cluster.node(3)

@@ -429,16 +429,23 @@ def test_a_read_only_transaction_ends_without_waiting_and_the_next_begin_goes_ah
     assert session.in_transaction
 
 
-def test_a_query_joins_the_begin_sent_ahead_before_its_answer_comes():
-    """The answer to COMMIT; BEGIN has not come when the next query goes out:
-    the query still travels alone (the server runs the BEGIN first), and the
-    owed answer is read ahead of the query's."""
+def read_only_transaction_committed():
+    """A session whose read-only transaction (one prepared query, ``sql``) was
+    just committed: COMMIT; BEGIN went out, its answer not read yet."""
     session, server = connected()
     cursor = new_cursor(session)
     sql = "SELECT x FROM t"
     server.answer(stmt_message(0, 0), result_message() + rows_message(["x"], [[(INTEGER, 1)]]))
     cursor.run(server, session.execute(sql, ()))
     server.run(session.commit())
+    return session, server, cursor, sql
+
+
+def test_a_query_joins_the_begin_sent_ahead_before_its_answer_comes():
+    """The answer to COMMIT; BEGIN has not come when the next query goes out:
+    the query still travels alone (the server runs the BEGIN first), and the
+    owed answer is read ahead of the query's."""
+    session, server, cursor, sql = read_only_transaction_committed()
     server.answer(result_message() + rows_message(["x"], [[(INTEGER, 2)]]))  # not arrived before
 
     cursor.run(server, session.execute(sql, ()))
@@ -451,12 +458,7 @@ def test_a_query_joins_the_begin_sent_ahead_before_its_answer_comes():
 def test_a_query_that_joined_a_failed_begin_runs_again_in_a_transaction():
     """If COMMIT; BEGIN failed, the query sent behind it ran outside any
     transaction: its answer is dropped and it runs again behind a BEGIN."""
-    session, server = connected()
-    cursor = new_cursor(session)
-    sql = "SELECT x FROM t"
-    server.answer(stmt_message(0, 0), result_message() + rows_message(["x"], [[(INTEGER, 1)]]))
-    cursor.run(server, session.execute(sql, ()))
-    server.run(session.commit())
+    session, server, cursor, sql = read_only_transaction_committed()
     server.answer(failure_message(1, "cannot commit - no transaction is active")
                   + rows_message(["x"], [[(INTEGER, 2)]]),
                   result_message() + rows_message(["x"], [[(INTEGER, 3)]]))
