@@ -979,7 +979,11 @@ def main(argv: list[str] | None = None) -> int:
         ) as cluster:
             print(f"dqlite cluster ready: {','.join(cluster.addresses)}", flush=True)
             while True:
-                signal.pause()
+                # Not signal.pause(): a SIGTERM that lands between Python's
+                # check for signals and the pause() call would leave it
+                # waiting for another one.  A sleep is cut short by the
+                # signal, or ends within the second.
+                time.sleep(1)
     except KeyboardInterrupt:
         pass
     except (NodeStartError, OSError) as exc:
