@@ -293,11 +293,9 @@ class Session(LeaderDiscovery):
     def _ahead_failed(self) -> None:
         """The end of a read-only transaction failed, and the BEGIN sent with it did not run."""
         state = self.tx.state
-        if state is AHEAD:
-            self.tx.drop_ahead()
-        elif state is FRESH:
-            # A query joined that BEGIN before its answer came (see execute):
-            # the query ran outside any transaction.
+        # (FRESH: a query joined that BEGIN before its answer came, see
+        # execute, and so ran outside any transaction.)
+        if state is AHEAD or state is FRESH:
             self.tx.drop_ahead()
 
     def _read_finalizes(self, n: int) -> Op:
