@@ -25,9 +25,17 @@ subprocess, runs that server. Tests never need to know which one it is: the
 driver learns what a server can do from its answers.
 
 A node that crashes (see :class:`dqlite.server.NodeCrash`) has its log kept in
-``build/node-crashes/`` (or ``$DQLITE_CRASH_DIR``). A failing test whose fixtures
-include a cluster with a crashed node gets a "dqlite node crashes" section in its
-report, and the run ends with a list of every crash of the fixtures' clusters.
+``build/node-crashes/`` (or ``$DQLITE_CRASH_DIR``). A test that fails while a
+node of one of its fixtures' clusters crashes gets a "dqlite node crashes"
+section in its report, and the run ends with a list of every crash of the
+fixtures' clusters. A test that finds a node of the shared ``dqlite_cluster``
+dead first gets that cluster renewed (:meth:`~dqlite.server.LocalCluster.renew`),
+so one crash fails at most the tests it happened under, not every one after.
+
+``--dqlite-crash-failures=FILE`` writes the ids of the failed tests to FILE
+when every failure happened under a node crash, for a second run of just those
+(``scripts/rerun-after-node-crash.sh``); a server bug that kills a node now and
+then must not be read as a failure of the client under test.
 
 Importing this module starts nothing and does not import the client: it is
 loaded by every pytest run in an environment where this package is installed.
@@ -63,6 +71,12 @@ _SYSTEM_NAMES = {"", "system", "1.11"}
 
 # Crashes of the fixtures' clusters, for the summary at the end of the run.
 _crashes_key = pytest.StashKey["list[NodeCrash]"]()
+# Renewals of the shared cluster, for the same summary.
+_renewals_key = pytest.StashKey["list[str]"]()
+# The crashes found during one test (any of its phases).
+_test_crashes_key = pytest.StashKey["list[NodeCrash]"]()
+# Each failed test's id, and whether a node crashed under it.
+_failures_key = pytest.StashKey["dict[str, bool]"]()
 
 
 class ServerInfo(NamedTuple):
@@ -98,6 +112,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="libdqlite for the test clusters' nodes: 'system' (default), '1.18' or '1.18.7' "
         "(.deps/dqlite-VERSION, see scripts/fetch-dqlite.sh) or a folder with an unpacked "
         "glibc + libdqlite. Default: $DQLITE_SERVER.",
+    )
+    group.addoption(
+        "--dqlite-crash-failures",
+        default=None,
+        metavar="FILE",
+        help="if tests failed and a dqlite node of the test's clusters crashed under every one "
+        "of them, write their ids to FILE (one per line; emptied otherwise). "
+        "See scripts/rerun-after-node-crash.sh.",
     )
 
 
@@ -180,44 +202,63 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return f"dqlite server: {_server_info(config).describe()}"
 
 
-def _note_crashes(config: pytest.Config, crashes: list[NodeCrash]) -> None:
-    """Remember ``crashes`` for the end-of-run summary (each once)."""
+def _note_crashes(config: pytest.Config, crashes: list[NodeCrash]) -> list[NodeCrash]:
+    """Remember ``crashes`` for the end-of-run summary (each once); the ones not seen before."""
     seen = config.stash.setdefault(_crashes_key, [])
-    seen.extend(c for c in crashes if c not in seen)
+    new = [c for c in crashes if c not in seen]
+    seen.extend(new)
+    return new
 
 
 @pytest.hookimpl(hookwrapper=True)  # (the old style: this plugin loads in every project's pytest)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
-    """Say in a failed test's report which nodes of its clusters have crashed.
+    """Say in a failed test's report which nodes of its clusters crashed under it.
 
-    After a node crash the tests that follow fail with connection errors that
-    do not say why; this section does. The clusters are the test's fixture
-    values (also those it got through other fixtures), so it covers the shared
-    cluster, fresh ones and any a project's own fixture returns.
+    A node crash shows in a test as a connection error that does not say why;
+    this section does. The clusters are the test's fixture values (also those
+    it got through other fixtures), so it covers the shared cluster, fresh ones
+    and any a project's own fixture returns. A crash counts for the test in
+    whose phases it is first seen.
     """
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     # No dqlite.server imported: no cluster can exist, and importing it here
     # would load the client into every pytest run.
     server = sys.modules.get("dqlite.server")
-    if not report.failed or server is None:
+    if server is None:
         return
     values = getattr(item, "funcargs", None) or {}
     clusters = [v for v in values.values() if isinstance(v, server.LocalCluster)]
-    crashes = [crash for cluster in clusters for crash in cluster.crashes()]
+    crashes = item.stash.setdefault(_test_crashes_key, [])
+    crashes += _note_crashes(item.config, [crash for cluster in clusters for crash in cluster.crashes()])
+    if not report.failed:
+        return
+    failures = item.config.stash.setdefault(_failures_key, {})
+    failures[item.nodeid] = failures.get(item.nodeid, True) and bool(crashes)
     if crashes:
-        _note_crashes(item.config, crashes)
         report.sections.append(
             ("dqlite node crashes", "\n\n".join(f"{c.describe()}; end of its log:\n{c.log_tail}" for c in crashes))
         )
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = session.config.getoption("--dqlite-crash-failures", default=None)
+    if path is None:
+        return
+    failures = session.config.stash.get(_failures_key, {})
+    under_crashes = exitstatus == pytest.ExitCode.TESTS_FAILED and failures and all(failures.values())
+    Path(path).write_text("".join(f"{nodeid}\n" for nodeid in failures) if under_crashes else "")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     crashes = config.stash.get(_crashes_key, [])
-    if crashes:
+    renewals = config.stash.get(_renewals_key, [])
+    if crashes or renewals:
         terminalreporter.section("dqlite node crashes", yellow=True)
         for crash in crashes:
             terminalreporter.line(crash.describe())
+        for renewal in renewals:
+            terminalreporter.line(renewal)
 
 
 def _stop_cluster(cluster: LocalCluster, config: pytest.Config) -> None:
@@ -254,6 +295,24 @@ def dqlite_cluster(pytestconfig: pytest.Config) -> Iterator[LocalCluster]:
         yield cluster
     finally:
         _stop_cluster(cluster, pytestconfig)
+
+
+@pytest.fixture(autouse=True)
+def _dqlite_cluster_whole(request: pytest.FixtureRequest) -> None:
+    """Renew the shared cluster for a test that uses it if one of its nodes has died."""
+    if "dqlite_cluster" not in request.fixturenames:
+        return
+    cluster: LocalCluster = request.getfixturevalue("dqlite_cluster")
+    dead = [node for node in cluster.nodes if not node.is_alive()]
+    if not dead:
+        return
+    request.config.stash.setdefault(_renewals_key, []).append(
+        f"the shared cluster was renewed before {request.node.nodeid}: "
+        f"node {', '.join(str(node.id) for node in dead)} had died"
+    )
+    cluster.renew()
+    # Noted now, also those of stopping the old nodes: none happened under this test.
+    _note_crashes(request.config, cluster.crashes())
 
 
 @pytest.fixture

@@ -676,6 +676,7 @@ class LocalCluster:
             self.base_dir.mkdir(parents=True, exist_ok=True)
             tmp_dir = None
         self._nodes: list[LocalNode] = []
+        self._replaced_crashes: list[NodeCrash] = []  # of nodes renew() replaced
         # Stops the nodes even if stop() is never called (GC or interpreter exit).
         self._finalizer = weakref.finalize(self, _cleanup, self._nodes, tmp_dir, stop_timeout)
         started = time.monotonic()
@@ -791,7 +792,26 @@ class LocalCluster:
         """
         for node in self._nodes:
             node.check_crash()
-        return [crash for node in self._nodes for crash in node.crashes]
+        return self._replaced_crashes + [crash for node in self._nodes for crash in node.crashes]
+
+    def renew(self) -> None:
+        """Replace every node with a new one on fresh data: the same number, new addresses.
+
+        For a long-lived cluster that lost a node to a crash (the pytest
+        plugin's shared ``dqlite_cluster``): the nodes are stopped, their data
+        and logs removed (a crashed node's evidence is kept first), and a new
+        cluster is formed in this object. Everything stored is gone.
+        :meth:`crashes` still lists the crashes of the replaced nodes.
+        """
+        log.info("renewing cluster %s", ",".join(self.addresses))
+        count = len(self._nodes)
+        _stop_nodes(self._nodes, self.stop_timeout)
+        for node in self._nodes:
+            self._replaced_crashes.extend(node.crashes)
+            shutil.rmtree(node.data_dir, ignore_errors=True)
+            node.log_path.unlink(missing_ok=True)
+        self._nodes.clear()
+        self._start(count)
 
     def add_node(self, role: int = VOTER) -> LocalNode:
         """Start one more node and join it with ``role`` (VOTER, STANDBY or SPARE)."""

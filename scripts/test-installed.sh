@@ -48,7 +48,7 @@ export DQLITE_EXPECT_INSTALLED=1
 # may find the checkout's dqlite/ through its working directory.
 export PYTHONSAFEPATH=1
 status=0
-"$VENV/bin/python" -P -m pytest -p no:cacheprovider "$@" || status=$?
+scripts/rerun-after-node-crash.sh "$VENV/bin/python" -P -m pytest "$@" || status=$?
 if [ -n "${COMPLIANCE_ARGS:-}" ]; then
     # shellcheck disable=SC2086  # separate arguments
     "$VENV/bin/python" -P -m pytest -p no:cacheprovider tests/compliance $COMPLIANCE_ARGS || status=$?

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -302,3 +303,98 @@ def test_a_failing_test_names_the_crashed_node_of_its_cluster(tmp_path) -> None:
     # And a list at the end of the run.
     summary = re.split(r"=+ dqlite node crashes =+\n", done.stdout)[1]
     assert summary.startswith("node 3 at ") and str(folder) in summary.splitlines()[0]
+
+
+def test_renew_replaces_a_cluster_that_lost_a_node(crash_dir) -> None:
+    import dqlite
+
+    cluster = LocalCluster(nodes=3)
+    try:
+        with dqlite.connect(cluster.addresses, "kept", autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (x)")
+        old = cluster.addresses
+        node = cluster.node(2)
+        os.kill(node.pid, signal.SIGSEGV)
+        node.process.wait(timeout=10)
+        cluster.renew()
+        assert len(cluster.nodes) == 3 and all(n.is_alive() for n in cluster.nodes)
+        assert not set(cluster.addresses) & set(old)
+        assert cluster.wait_for_leader() in cluster.addresses
+        # The crash stays on record; what was stored is gone with the old nodes.
+        assert [(c.node_id, c.address) for c in cluster.crashes()] == [(2, old[1])]
+        with dqlite.connect(cluster.addresses, "kept", autocommit=True) as conn:
+            assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    finally:
+        cluster.stop()
+
+
+# A node of the shared cluster crashes under test_a (os.kill: a signal LocalNode
+# did not send); test_b then finds the cluster whole again. RUN_ONCE_FLAG, when
+# set, names a file: the crash happens only while it does not exist yet.
+_CRASHING_TESTS = """
+import os, signal
+from pathlib import Path
+import dqlite
+
+def test_a(dqlite_cluster):
+    flag = os.environ.get("RUN_ONCE_FLAG")
+    if flag and Path(flag).exists():
+        return
+    if flag:
+        Path(flag).touch()
+    node = dqlite_cluster.node(2)
+    os.kill(node.pid, signal.SIGSEGV)
+    node.process.wait(timeout=10)
+    assert False, "confusing connection error"
+
+def test_b(dqlite_cluster):
+    assert all(node.is_alive() for node in dqlite_cluster.nodes)
+    with dqlite.connect(dqlite_cluster.addresses, "b", autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+"""
+_PLAIN_FAILURE = """
+
+def test_c():
+    assert False, "a failure of the test's own"
+"""
+
+
+def _run_inner(tmp_path, source: str, command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "test_inner.py").write_text(source)
+    return subprocess.run(
+        command + ["--rootdir", str(tmp_path), "test_inner.py"],
+        cwd=tmp_path, env=dict(os.environ, DQLITE_CRASH_DIR=str(tmp_path / "crashes"), **env),
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.mark.parametrize("plain_failure", [False, True])
+def test_failures_under_node_crashes_are_listed_and_the_shared_cluster_renewed(tmp_path, plain_failure) -> None:
+    listed = tmp_path / "failed-under-crashes"
+    done = _run_inner(
+        tmp_path, _CRASHING_TESTS + (_PLAIN_FAILURE if plain_failure else ""),
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--dqlite-crash-failures={listed}"],
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(rf"\b{2 if plain_failure else 1} failed, 1 passed\b", done.stdout), done.stdout  # test_b passed
+    summary = re.split(r"=+ dqlite node crashes =+\n", done.stdout)[1]
+    assert "the shared cluster was renewed before test_inner.py::test_b: node 2 had died" in summary
+    # Only a run whose every failure had a crash under it lists them.
+    assert listed.read_text() == ("" if plain_failure else "test_inner.py::test_a\n")
+
+
+@pytest.mark.parametrize("plain_failure", [False, True])
+def test_the_rerun_script_runs_only_failures_under_crashes_again(tmp_path, plain_failure) -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "rerun-after-node-crash.sh"
+    done = _run_inner(
+        tmp_path, _CRASHING_TESTS + (_PLAIN_FAILURE if plain_failure else ""),
+        [str(script), sys.executable, "-m", "pytest"], RUN_ONCE_FLAG=str(tmp_path / "crashed-once"),
+    )
+    output = done.stdout + done.stderr
+    if plain_failure:
+        assert done.returncode == 1, output
+        assert "running them once more" not in output
+    else:
+        assert done.returncode == 0, output
+        assert "a dqlite node crashed under each of the 1 failed test(s):\n    test_inner.py::test_a\n" in output
+        assert re.search(r"\b1 passed, 1 deselected\b", done.stdout), output  # test_a alone, again
