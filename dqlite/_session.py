@@ -449,6 +449,24 @@ class Session(LeaderDiscovery):
         self.lost(ConnectionLostError(f"the operation failed midway: {exc!r}"), writing=writing)
         yield CLOSE
 
+    def _refused_before_running(self, exc: Error, kind: str) -> Op:
+        """Whether ``exc`` refused a statement of ``kind`` before it ran, with
+        nothing lost: a node that no longer leads refused it (see
+        ``refused_before_running``), in autocommit mode or as the
+        transaction's first statement.  The connection is then dropped, and
+        the caller runs the statement again, on the leader found anew.  A
+        transaction with statements in it is lost instead (raised); COMMIT
+        and ROLLBACK never run again.
+        """
+        if kind in _ENDS or not refused_before_running(exc, kind):
+            return False
+        error = self.lost(exc, writing=False)
+        yield CLOSE
+        if self.tx.state is not IDLE:
+            raise error from exc
+        log.info("the statement was refused before it ran (%s): running it again on the leader", exc)
+        return True
+
     def _after_statement_error(self, exc: Error) -> Op:
         """After a server error inside a transaction, check the transaction survived."""
         if not self.tx.is_open or exc.code is None or (exc.code & 0xFF) not in MAY_AUTO_ROLLBACK:
@@ -694,15 +712,8 @@ class Session(LeaderDiscovery):
                         yield from self._guarded(self._restart_transaction(), writing=False)
                         yield Sleep(delay)
                         continue
-                if refused_before_running(exc, kind) and refusals < _MAX_REFUSALS and kind not in _ENDS:
-                    error = self.lost(exc, writing=False)
-                    yield CLOSE
-                    if tx.state is not IDLE:
-                        raise error from exc  # a transaction with statements in it was lost
-                    # Nothing ran, and nothing is lost (autocommit, or the
-                    # transaction's first statement): run it on the leader.
+                if refusals < _MAX_REFUSALS and (yield from self._refused_before_running(exc, kind)):
                     refusals += 1
-                    log.info("the statement was refused before it ran (%s): running it again on the leader", exc)
                     continue
                 yield from self._failed(exc, writing)
                 tx.statement_ran(writes)  # a write that failed may hold the lock
@@ -828,17 +839,25 @@ class Session(LeaderDiscovery):
         restartable = tx.restartable(self.autocommit)  # the batch is the transaction's first write (AUTO)
         rows: Iterator[Sequence[Any]] = iter(seq_of_parameters)
         attempt = 0
+        refusals = 0  # by a node that no longer leads, before the batch began
         while True:
             # The parameter sets sent before the first answer, kept in case
             # that answer is SQLITE_BUSY: the batch then runs again from them.
             replay: list[Sequence[Any]] = []
+            # Outside a transaction the batch's RELEASE is its commit.
+            writing = self.autocommit and not tx.is_open
             try:
-                # Outside a transaction the batch's RELEASE is its commit.
-                total = yield from self._guarded(
-                    self._executemany(sql, info, rows, replay),
-                    writing=self.autocommit and not tx.is_open)
+                try:
+                    prepared = yield from self._begin_batch(sql, info)
+                except Error as exc:
+                    if refusals < _MAX_REFUSALS and (yield from self._refused_before_running(exc, info.kind)):
+                        refusals += 1
+                        continue
+                    raise
+                total = yield from self._run_batch(info, prepared, rows, replay)
                 break
             except Error as exc:
+                yield from self._failed(exc, writing)  # raises when the connection is gone
                 # The batch was rolled back to its savepoint.  Its first row
                 # found the database locked if ``replay`` still holds rows.
                 delay = self._busy_delay(exc, attempt, stale_snapshot_too=restartable) if replay else None
@@ -853,17 +872,8 @@ class Session(LeaderDiscovery):
         tx.statement_ran(True)
         return Result(rowcount=total if info.kind == _sql.DML else -1)
 
-    def _executemany(self, sql: str, info: _sql.Statement, rows: Iterator[Sequence[Any]],
-                     replay: list[Sequence[Any]]) -> Op:
-        """Prepare once, then pipeline the EXECs inside a SAVEPOINT.
-
-        The savepoint makes the batch all-or-nothing: if any row fails, the
-        batch is rolled back to it and the first error is raised.  Windows of
-        EXECs overlap: window k+1 is sent before the answers to window k are
-        read, so the server never waits for the client.  The parameter sets
-        taken from ``rows`` go to ``replay`` too until the first answer is
-        read; ``replay`` is emptied unless that answer is an error.
-        """
+    def _begin_batch(self, sql: str, info: _sql.Statement) -> Op:
+        """Prepare the batch's statement and open its SAVEPOINT (see _run_batch); returns the ``Prepared``."""
         if (self.unread or self.tx.state is AHEAD) and self.connected_to is not None:
             yield from self._settle_ahead(info)
         prepared = yield from self._prepare(sql, info)
@@ -877,7 +887,21 @@ class Session(LeaderDiscovery):
         enc.exec_sql(f"SAVEPOINT {_EXECUTEMANY_SAVEPOINT}")
         yield from self._send_with_prologue(nfin, begin)
         yield from self._read(decoder.read_result)
+        return prepared
 
+    def _run_batch(self, info: _sql.Statement, prepared: Prepared, rows: Iterator[Sequence[Any]],
+                   replay: list[Sequence[Any]]) -> Op:
+        """Pipeline the EXECs of a batch inside its SAVEPOINT (_begin_batch); returns the rows changed.
+
+        The savepoint makes the batch all-or-nothing: if any row fails, the
+        batch is rolled back to it and the first error is raised.  Windows of
+        EXECs overlap: window k+1 is sent before the answers to window k are
+        read, so the server never waits for the client.  The parameter sets
+        taken from ``rows`` go to ``replay`` too until the first answer is
+        read; ``replay`` is emptied unless that answer is an error.
+        """
+        decoder = self.decoder
+        enc = self.encoder
         total = 0
         error: Exception | None = None
         error_index = -1

@@ -78,15 +78,19 @@ def test_admin_requests_on_a_follower_say_not_leader(cluster):
     assert info.value.code == 10250
 
 
-def test_a_statement_after_a_leader_transfer_runs_on_the_new_leader(cluster, api_connect, transfer_away):
+@pytest.mark.parametrize("method", ["execute", "executemany"])
+def test_a_statement_after_a_leader_transfer_runs_on_the_new_leader(cluster, api_connect, transfer_away, method):
     """The old leader refuses it ("not leader") before running it: it runs again on the new one."""
     conn = api_connect(cluster.addresses, "db", autocommit=True)
     conn.execute("CREATE TABLE t (x)")
     conn.execute("INSERT INTO t VALUES (1)")
     new_leader = transfer_away(cluster)
-    conn.execute("INSERT INTO t VALUES (2)")
+    if method == "execute":
+        conn.execute("INSERT INTO t VALUES (?)", (2,))
+    else:
+        conn.executemany("INSERT INTO t VALUES (?)", [(2,), (3,)])
     assert conn.leader == new_leader
-    assert [r[0] for r in conn.execute("SELECT x FROM t ORDER BY x")] == [1, 2]
+    assert [r[0] for r in conn.execute("SELECT x FROM t ORDER BY x")] == ([1, 2] if method == "execute" else [1, 2, 3])
     conn.close()
 
 

@@ -346,6 +346,26 @@ def test_executemany_whose_first_row_finds_the_lock_taken_waits_and_runs_the_who
     assert not server.script
 
 
+
+def test_executemany_refused_before_its_batch_began_runs_on_the_leader():
+    """A node that no longer leads refuses the SAVEPOINT: no row ran, so the
+    batch runs on the leader found anew (an iterator's rows taken once)."""
+    session, server = connected(autocommit=True)
+    cursor = new_cursor(session)
+    server.answer(stmt_message(2, 1), failure_message(10250, "not leader"),
+                  server_message(2, B) + db_message(),  # A names B
+                  server_message(2, B) + db_message(), stmt_message(4, 1), result_message(),
+                  result_message(1, 1) + result_message(2, 1), result_message())
+
+    cursor.run(server, session.executemany(INSERT, iter([(1,), (2,)])))
+
+    savepoint = ("EXEC_SQL", "SAVEPOINT dqlite_executemany")
+    assert server.log[:3] == [("PREPARE", INSERT), savepoint, "CLOSE"]
+    assert server.log[-5:] == [("PREPARE", INSERT), savepoint, ("EXEC", 4, [(INTEGER, 1)]),
+                               ("EXEC", 4, [(INTEGER, 2)]), ("EXEC_SQL", "RELEASE dqlite_executemany")]
+    assert session.connected_to == B and cursor.rowcount == 2 and not server.script
+
+
 # -- results in batches --------------------------------------------------------
 
 def test_a_result_in_two_batches_is_read_through_read_batch():
