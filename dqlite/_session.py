@@ -309,13 +309,20 @@ class Session(LeaderDiscovery):
         """Before sending a statement: take in the answers that arrived, and
         end a transaction begun ahead if ``info`` must not run in it (None:
         nothing may).  Never waits: see _begin_if_needed for an answer that
-        has not arrived yet.  (``execute`` does the same with no generator
-        nested in it.)
+        has not arrived yet.
+        """
+        if self._ahead_must_end(info):
+            yield from self._rollback_ahead()
+
+    def _ahead_must_end(self, info: _sql.Statement | None) -> bool:
+        """Take in the answers that arrived; whether the transaction begun
+        ahead must end before ``info`` (None: before anything).  (The check
+        of _settle_ahead, for ``execute`` to make with no generator nested.)
         """
         if self.unread:
             self._take_arrived()
-        if self.tx.state is AHEAD and self._ends_ahead(info):
-            yield from self._rollback_ahead()
+        return self.tx.state is AHEAD and (info is None or self.autocommit or not self.tx.begins_ahead
+                                           or info.kind in _TRANSACTION_CONTROL)
 
     def _take_arrived(self) -> None:
         """Consume the answers owed that have arrived (the shell took them in
@@ -330,11 +337,6 @@ class Session(LeaderDiscovery):
                 self._ahead_failed()
             decoder.skip()
             self.unread -= 1
-
-    def _ends_ahead(self, info: _sql.Statement | None) -> bool:
-        """The transaction begun ahead must end before ``info`` (None: before anything)."""
-        return (info is None or self.autocommit or not self.tx.begins_ahead
-                or info.kind in _TRANSACTION_CONTROL)
 
     def _rollback_ahead(self) -> Op:
         self.tx.drop_ahead()
@@ -616,12 +618,8 @@ class Session(LeaderDiscovery):
             # and read its answer.  A prepared statement's is written out
             # here, with no generator nested in this one: the common case.
             try:
-                if self.connected_to is not None:  # (as _settle_ahead, _ends_ahead written out)
-                    if self.unread:
-                        self._take_arrived()
-                    if tx.state is AHEAD and (self.autocommit or not tx.begins_ahead
-                                              or kind in _TRANSACTION_CONTROL):
-                        yield from self._rollback_ahead()
+                if self.connected_to is not None and self._ahead_must_end(info):  # (_settle_ahead)
+                    yield from self._rollback_ahead()
                 if sql_only:
                     result = yield from self._exec_sql(sql, info)
                     break
