@@ -31,7 +31,7 @@ build:
 
 test: build
 	scripts/rerun-after-node-crash.sh .venv/bin/python -m pytest $(PYTEST_ARGS)
-	.venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
+	scripts/rerun-after-node-crash.sh .venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
 	@$(MAKE) --no-print-directory test-1.18
 	@# Independent stages, two at a time (own venvs and folders; nodes take free ports).
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-1.18.7 test-wheel test-pythons \
@@ -48,12 +48,12 @@ SIDE_BY_SIDE_ARGS ?=
 test-1.18: build
 	@scripts/fetch-dqlite.sh 1.18
 	DQLITE_SERVER=1.18 scripts/rerun-after-node-crash.sh .venv/bin/python -m pytest -m "not server_independent" $(PYTEST_ARGS)
-	DQLITE_SERVER=1.18 .venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
+	DQLITE_SERVER=1.18 scripts/rerun-after-node-crash.sh .venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
 
 # The third: Debian sid's (forky's) libdqlite 1.18.7.
 test-1.18.7: build deps-1.18.7
 	DQLITE_SERVER=1.18.7 scripts/rerun-after-node-crash.sh .venv/bin/python -m pytest -m "not server_independent" $(SIDE_BY_SIDE_ARGS) $(PYTEST_ARGS)
-	DQLITE_SERVER=1.18.7 .venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
+	DQLITE_SERVER=1.18.7 scripts/rerun-after-node-crash.sh .venv/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
 
 # The private server and Pythons, each fetched once even when stages run side by side.
 .PHONY: deps-1.18.7 deps-py3.14 deps-py3.15
@@ -110,7 +110,7 @@ SA20_VENV = .venv-sqlalchemy20
 test-sqlalchemy-2.0: build
 	@VENV=$(SA20_VENV) PIP_EXTRA="SQLAlchemy[asyncio]<2.1" scripts/bootstrap.sh
 	scripts/rerun-after-node-crash.sh $(SA20_VENV)/bin/python -m pytest -q tests/test_sqlalchemy_*.py
-	$(SA20_VENV)/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
+	scripts/rerun-after-node-crash.sh $(SA20_VENV)/bin/python -m pytest tests/compliance $(COMPLIANCE_ARGS)
 
 bench:
 	@EXTRAS=$(BENCH_EXTRAS) scripts/bootstrap.sh

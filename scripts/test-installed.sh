@@ -51,6 +51,6 @@ status=0
 scripts/rerun-after-node-crash.sh "$VENV/bin/python" -P -m pytest "$@" || status=$?
 if [ -n "${COMPLIANCE_ARGS:-}" ]; then
     # shellcheck disable=SC2086  # separate arguments
-    "$VENV/bin/python" -P -m pytest -p no:cacheprovider tests/compliance $COMPLIANCE_ARGS || status=$?
+    scripts/rerun-after-node-crash.sh "$VENV/bin/python" -P -m pytest tests/compliance $COMPLIANCE_ARGS || status=$?
 fi
 exit $status

@@ -41,6 +41,13 @@ def pytest_configure(config: pytest.Config) -> None:
     _sqla_plugin.pytest_configure(config)
 
 
+@pytest.fixture(autouse=True)
+def _dqlite_compliance_cluster():
+    """The run's cluster, among every test's fixture values: the dqlite plugin
+    then reports a node crash under a test (and --dqlite-crash-failures lists it)."""
+    return _cluster
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     try:
         _sqla_plugin.pytest_unconfigure(config)
