@@ -13,8 +13,9 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from ssl import SSLContext
-from typing import Any, TypedDict
+from typing import Any, Generator, TypedDict
 
+import dqlite.exceptions
 from dqlite._session import Result, Session
 from dqlite.exceptions import (
     DatabaseError,
@@ -97,6 +98,22 @@ class ConnectionBase:
     _cursor_classes: tuple[type, type]
     _cursor_cls: type
     _on_query: QueryHook | None = None
+    # Owed to the next operation: a COMMIT whose outcome an interruption
+    # (KeyboardInterrupt, a cancelled task) made unknown.
+    _pending_error: dqlite.exceptions.Error | None = None  # (Error is the class attribute here)
+
+    def _raise_pending(self, op: Generator) -> None:
+        """Raise the error owed to the next operation, if any, instead of running ``op``."""
+        error = self._pending_error
+        if error is not None:
+            op.close()
+            self._pending_error = None
+            raise error
+
+    def _ends_with_sends_only(self) -> bool:
+        """``commit()``/``rollback()`` would only send (``Session.end_sends_only``)
+        and owe no error first: a shell may run them without its I/O loop."""
+        return self._pending_error is None and self._session.end_sends_only()
 
     def __repr__(self) -> str:
         return f"<{type(self).__module__}.{type(self).__qualname__} {self._session.describe_state()}>"

@@ -178,7 +178,6 @@ class AsyncConnection(ConnectionBase):
         self._protocol: _StreamProtocol | None = None
         self._busy = False
         # A COMMIT cut off by cancellation: reported by the next operation.
-        self._pending_error: Error | None = None
         # The operation timeout: one watchdog timer per connection, re-armed
         # lazily, rather than a timer per operation (see _on_watchdog).
         self._deadline = 0.0
@@ -198,10 +197,7 @@ class AsyncConnection(ConnectionBase):
         if self._busy:
             op.close()
             raise InterfaceError("another operation is in progress on this connection")
-        if self._pending_error is not None:
-            op.close()
-            pending, self._pending_error = self._pending_error, None
-            raise pending
+        self._raise_pending(op)
         # The connection's own loop when it has one: asyncio.get_running_loop()
         # costs a getpid() system call each time.
         protocol = self._protocol
@@ -418,11 +414,10 @@ class AsyncConnection(ConnectionBase):
         a switch (SQLAlchemy's asyncio dialect, resetting a pooled connection).
         """
         protocol = self._protocol
-        session = self._session
         if (protocol is None or protocol.transport is None or protocol.transport.is_closing()
-                or self._busy or self._pending_error is not None or not session.end_sends_only()):
+                or self._busy or not self._ends_with_sends_only()):
             return False  # (a closed socket: rollback() reconnects or says why)
-        for request in session.rollback():  # nothing but Send: see Session.end_sends_only
+        for request in self._session.rollback():  # nothing but Send: see Session.end_sends_only
             protocol.write(request.data)
         return True
 

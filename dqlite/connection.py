@@ -128,7 +128,6 @@ class Connection(ConnectionBase):
         self._lock = threading.Lock()
         self._close_requested = False  # by close() from another thread, mid-operation
         # A COMMIT interrupted midway: what the next operation raises (see _interrupted).
-        self._pending_error: Error | None = None
         self._run(session.connect())
 
     # -- the I/O loop --------------------------------------------------------
@@ -153,10 +152,7 @@ class Connection(ConnectionBase):
         reply: Any = None  # what the next resume sends in (FindLeader's answers)
         deadline = 0.0  # set by each send, or by a first receive with no send before it
         try:
-            if self._pending_error is not None:
-                op.close()
-                error, self._pending_error = self._pending_error, None
-                raise error
+            self._raise_pending(op)
             if self._session.unread and self._wire is not None:
                 # Answers owed (see dqlite._io): take in those that arrived,
                 # without waiting and keeping the GIL.
@@ -337,9 +333,8 @@ class Connection(ConnectionBase):
         that only read, as a pool's reset of a connection is.  False, having
         done nothing, where it is not so."""
         wire = self._wire
-        if (wire is None or self._pending_error is not None or not self._session.end_sends_only()
-                or not self._lock.acquire(False)):  # (_run refuses a second thread)
-            return False
+        if wire is None or not self._ends_with_sends_only() or not self._lock.acquire(False):
+            return False  # (a second thread: _run refuses it)
         op = operation()
         try:
             for request in op:  # nothing but Send
