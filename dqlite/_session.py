@@ -305,19 +305,12 @@ class Session(LeaderDiscovery):
 
     # -- implicit transactions ---------------------------------------------
 
-    def _settle_ahead(self, info: _sql.Statement | None) -> Op:
-        """Before sending a statement: take in the answers that arrived, and
-        end a transaction begun ahead if ``info`` must not run in it (None:
-        nothing may).  Never waits: see _begin_if_needed for an answer that
-        has not arrived yet.
-        """
-        if self._ahead_must_end(info):
-            yield from self._rollback_ahead()
-
     def _ahead_must_end(self, info: _sql.Statement | None) -> bool:
-        """Take in the answers that arrived; whether the transaction begun
-        ahead must end before ``info`` (None: before anything).  (The check
-        of _settle_ahead, for ``execute`` to make with no generator nested.)
+        """Before sending a statement: take in the answers that arrived, and
+        say whether the transaction begun ahead must end (``_rollback_ahead``)
+        because ``info`` must not run in it (None: nothing may).  Never
+        waits: see _begin_if_needed for an answer that has not arrived yet.
+        Not a generator, so ``execute`` nests none for it.
         """
         if self.unread:
             self._take_arrived()
@@ -451,7 +444,7 @@ class Session(LeaderDiscovery):
         self.lost(ConnectionLostError(f"the operation failed midway: {exc!r}"), writing=writing)
         yield CLOSE
 
-    def _refused_before_running(self, exc: Error, kind: str) -> Op:
+    def _rerun_on_leader(self, exc: Error, kind: str) -> Op:
         """Whether ``exc`` refused a statement of ``kind`` before it ran, with
         nothing lost: a node that no longer leads refused it (see
         ``refused_before_running``), in autocommit mode or as the
@@ -618,7 +611,7 @@ class Session(LeaderDiscovery):
             # and read its answer.  A prepared statement's is written out
             # here, with no generator nested in this one: the common case.
             try:
-                if self.connected_to is not None and self._ahead_must_end(info):  # (_settle_ahead)
+                if self.connected_to is not None and self._ahead_must_end(info):
                     yield from self._rollback_ahead()
                 if sql_only:
                     result = yield from self._exec_sql(sql, info)
@@ -710,7 +703,7 @@ class Session(LeaderDiscovery):
                         yield from self._guarded(self._restart_transaction(), writing=False)
                         yield Sleep(delay)
                         continue
-                if refusals < _MAX_REFUSALS and (yield from self._refused_before_running(exc, kind)):
+                if refusals < _MAX_REFUSALS and (yield from self._rerun_on_leader(exc, kind)):
                     refusals += 1
                     continue
                 yield from self._failed(exc, writing)
@@ -848,7 +841,7 @@ class Session(LeaderDiscovery):
                 try:
                     prepared = yield from self._begin_batch(sql, info)
                 except Error as exc:
-                    if refusals < _MAX_REFUSALS and (yield from self._refused_before_running(exc, info.kind)):
+                    if refusals < _MAX_REFUSALS and (yield from self._rerun_on_leader(exc, info.kind)):
                         refusals += 1
                         continue
                     raise
@@ -872,8 +865,8 @@ class Session(LeaderDiscovery):
 
     def _begin_batch(self, sql: str, info: _sql.Statement) -> Op:
         """Prepare the batch's statement and open its SAVEPOINT (see _run_batch); returns the ``Prepared``."""
-        if (self.unread or self.tx.state is AHEAD) and self.connected_to is not None:
-            yield from self._settle_ahead(info)
+        if self.connected_to is not None and self._ahead_must_end(info):
+            yield from self._rollback_ahead()
         prepared = yield from self._prepare(sql, info)
         yield from self._ensure_connected()
         if not self.tx.begins_ahead and self._needs_begin(info):
@@ -980,8 +973,8 @@ class Session(LeaderDiscovery):
 
     def _script_statement(self, statement: str, info: _sql.Statement) -> Op:
         yield from self._ensure_connected()
-        if self.unread or self.tx.state is AHEAD:
-            yield from self._settle_ahead(None)  # a script runs outside any transaction
+        if self._ahead_must_end(None):  # a script runs outside any transaction
+            yield from self._rollback_ahead()
         if info.returns_rows:
             self.encoder.query_sql(statement)
             yield self.encoder.take()

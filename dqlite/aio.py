@@ -177,7 +177,6 @@ class AsyncConnection(ConnectionBase):
         self._session = session
         self._protocol: _StreamProtocol | None = None
         self._busy = False
-        # A COMMIT cut off by cancellation: reported by the next operation.
         # The operation timeout: one watchdog timer per connection, re-armed
         # lazily, rather than a timer per operation (see _on_watchdog).
         self._deadline = 0.0

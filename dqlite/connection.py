@@ -127,7 +127,6 @@ class Connection(ConnectionBase):
         # a buffer the other frees), so the second gets an InterfaceError.
         self._lock = threading.Lock()
         self._close_requested = False  # by close() from another thread, mid-operation
-        # A COMMIT interrupted midway: what the next operation raises (see _interrupted).
         self._run(session.connect())
 
     # -- the I/O loop --------------------------------------------------------
