@@ -101,21 +101,6 @@ class Result:
         self.lastrowid = lastrowid
 
 
-def _rows_result(description: tuple, rows: list, done: bool) -> Result:
-    """``Result(description, rows, done)`` for the common case, a query's
-    answer, without running ``__init__``."""
-    result = _new_result(Result)
-    result.description = description
-    result.rows = rows
-    result.pos = 0
-    result.done = done
-    result.rowcount = -1
-    result.lastrowid = None
-    return result
-
-
-_new_result = object.__new__
-
 def _description(columns: list[str], types: tuple[int, ...] | None) -> tuple:
     """The description of a result with these columns (see ``Session._describe``)."""
     codes = types or (None,) * len(columns)
@@ -232,63 +217,52 @@ class Session(LeaderDiscovery):
         self.described = (columns, types, description)
         return description
 
-    def _read(self, reader: Any) -> Op:
-        """One answer, decoded by ``reader`` (after the answers still owed)."""
+    def _await_answer(self) -> Op:
+        """Wait until the next answer is in whole, after the answers still owed; its message type."""
         if self.unread:
             yield from self._read_unread()
         decoder = self.decoder
-        while decoder.next_message() < 0:
+        while (mtype := decoder.next_message()) < 0:
             yield RECV
+        return mtype
+
+    def _read(self, reader: Any) -> Op:
+        """One answer, decoded by ``reader``."""
+        yield from self._await_answer()
         return reader()
 
     def _read_rows(self, out: list) -> Op:
         """The next batch of a result into ``out``; True at its end."""
-        if self.unread:
-            yield from self._read_unread()
-        decoder = self.decoder
-        while decoder.next_message() < 0:
-            yield RECV
-        return decoder.read_rows(out)
+        yield from self._await_answer()
+        return self.decoder.read_rows(out)
 
     def _skip_result(self) -> Op:
-        if self.unread:
-            yield from self._read_unread()
         decoder = self.decoder
         while True:
-            while decoder.next_message() < 0:
-                yield RECV
+            yield from self._await_answer()
             if decoder.skip_rows():
                 decoder.end_result()
                 return
 
     def _discard_response(self) -> Op:
         """Consume one response whatever it is (after an earlier pipelined failure)."""
-        if self.unread:
-            yield from self._read_unread()
-        decoder = self.decoder
-        while decoder.next_message() < 0:
-            yield RECV
-        if decoder.next_message() == _ROWS:
+        if (yield from self._await_answer()) == _ROWS:
             yield from self._skip_result()
         else:
-            decoder.skip()
+            self.decoder.skip()
 
     def _read_unread(self) -> Op:
         """Consume the answers to requests sent without waiting: the ends of
         read-only transactions (see _end), RESULT or FAILURE."""
-        decoder = self.decoder
-        while self.unread:
-            while (mtype := decoder.next_message()) < 0:
-                yield RECV
-            if mtype == _FAILURE:
-                # The end of a read-only transaction failed: nothing was at
-                # stake, but a BEGIN sent with it did not run.
-                self._ahead_failed()
-            elif mtype != _RESULT:
+        while True:
+            self._take_arrived()
+            if not self.unread:
+                return
+            mtype = self.decoder.next_message()
+            if mtype >= 0:  # in whole, and not such an answer
                 raise ProtocolError(
                     f"expected the answer to the end of a transaction, got message type {mtype}")
-            decoder.skip()
-            self.unread -= 1
+            yield RECV
 
     def _ahead_failed(self) -> None:
         """The end of a read-only transaction failed, and the BEGIN sent with it did not run."""
@@ -325,7 +299,7 @@ class Session(LeaderDiscovery):
         while self.unread:
             mtype = decoder.next_message()
             if mtype != _RESULT and mtype != _FAILURE:
-                return  # not arrived whole (or not such an answer: _read_unread says so)
+                return  # not in whole (or not such an answer: _read_unread says so)
             if mtype == _FAILURE:
                 self._ahead_failed()
             decoder.skip()
@@ -429,12 +403,16 @@ class Session(LeaderDiscovery):
         socket closed); after a server error inside a transaction, the
         transaction is checked.  Returns normally when ``exc`` stands.
         """
-        if is_connection_failure(exc):
-            error = self.lost(exc, writing=writing and not isinstance(exc, ProtocolError))
-            yield CLOSE
-            raise error from exc
+        yield from self._raise_if_lost(exc, writing and not isinstance(exc, ProtocolError))
         if isinstance(exc, DatabaseError):
             yield from self._after_statement_error(exc)
+
+    def _raise_if_lost(self, exc: Error, writing: bool) -> Op:
+        """When ``exc`` ended the connection: forget it, close the socket and raise what it means."""
+        if is_connection_failure(exc):
+            error = self.lost(exc, writing=writing)
+            yield CLOSE
+            raise error from exc
 
     def _broken(self, exc: Exception, writing: bool) -> Op:
         """Something that is no dqlite ``Error`` (a MemoryError, a bug) stopped
@@ -530,12 +508,17 @@ class Session(LeaderDiscovery):
         """Have the leader apply every committed log entry (protocol.md: QUERY
         and EXEC requests run a raft barrier first; PREPARE does not in 1.11)."""
         self.barrier_run = True
-        self.encoder.query_sql("SELECT 1")
+        yield from self._query_sql("SELECT 1")
+
+    def _query_sql(self, sql: str, params: Sequence[Any] = (), params32: bool = False) -> Op:
+        """Run ``sql`` through one QUERY_SQL; its rows."""
+        self.encoder.query_sql(sql, params, params32)
         yield self.encoder.take()
         rows: list = []
         while not (yield from self._read_rows(rows)):
             pass
         self.decoder.end_result()
+        return rows
 
     def _check_params(self, prepared: Prepared, params: Sequence[Any]) -> Op:
         """Validate the parameter count; returns whether params32 is needed."""
@@ -560,17 +543,8 @@ class Session(LeaderDiscovery):
         A server without them ignores the schema byte and rejects the tuple
         with "bind parameters" (protocol.md §1.5): harmless to try.
         """
-        self.encoder.query_sql("SELECT ?", (1,), True)
-        yield self.encoder.take()
-        rows: list = []
-
-        def read_all() -> Op:
-            while not (yield from self._read_rows(rows)):
-                pass
-            self.decoder.end_result()
-
-        refusal = yield from answer_or_refusal(read_all())
-        self.params32 = not isinstance(refusal, Error) and rows == [(1,)]
+        answer = yield from answer_or_refusal(self._query_sql("SELECT ?", (1,), True))
+        self.params32 = answer == [(1,)]
 
     def execute(self, sql: str, params: Any) -> Op:
         """Run one statement with one parameter set (see ``as_params``); returns its ``Result``."""
@@ -686,7 +660,7 @@ class Session(LeaderDiscovery):
                     result = yield from self._exec_rowless_pragma(prepared, params, params32)
                     break
                 if (rows or done) and decoder.columns:
-                    result = _rows_result(self._describe(decoder.columns, decoder.first_row_types), rows, done)
+                    result = Result(self._describe(decoder.columns, decoder.first_row_types), rows, done)
                     if done:
                         decoder.end_result()
                     else:
@@ -868,16 +842,7 @@ class Session(LeaderDiscovery):
         if self.connected_to is not None and self._ahead_must_end(info):
             yield from self._rollback_ahead()
         prepared = yield from self._prepare(sql, info)
-        yield from self._ensure_connected()
-        if not self.tx.begins_ahead and self._needs_begin(info):
-            yield from self._begin_alone()
-        decoder = self.decoder
-        enc = self.encoder
-        nfin, _ = self.statements.encode_finalizes(enc)
-        begin = self._begin_if_needed(info)
-        enc.exec_sql(f"SAVEPOINT {_EXECUTEMANY_SAVEPOINT}")
-        yield from self._send_with_prologue(nfin, begin)
-        yield from self._read(decoder.read_result)
+        yield from self._exec_sql(f"SAVEPOINT {_EXECUTEMANY_SAVEPOINT}", info)
         return prepared
 
     def _run_batch(self, info: _sql.Statement, prepared: Prepared, rows: Iterator[Sequence[Any]],
@@ -1127,10 +1092,7 @@ class Session(LeaderDiscovery):
             done = yield from self._read_rows(out)
         except Error as exc:
             self.streaming = None
-            if is_connection_failure(exc):
-                error = self.lost(exc, writing=False)
-                yield CLOSE
-                raise error from exc
+            yield from self._raise_if_lost(exc, False)
             raise
         except Exception as exc:
             yield from self._broken(exc, False)
@@ -1163,8 +1125,5 @@ class Session(LeaderDiscovery):
         try:
             yield from self._skip_result()
         except Error as exc:
-            if is_connection_failure(exc):
-                error = self.lost(exc, writing=False)
-                yield CLOSE
-                raise error from exc
+            yield from self._raise_if_lost(exc, False)
             raise

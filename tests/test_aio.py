@@ -285,7 +285,7 @@ def test_an_unexpected_exception_midway_through_a_query_drops_the_socket(dqlite_
         def broken(*args):
             raise MemoryError
 
-        monkeypatch.setattr(dqlite._session, "_rows_result", broken)  # called once the first batch is in
+        monkeypatch.setattr(dqlite._session, "Result", broken)  # called once the first batch is in
         with pytest.raises(MemoryError):
             await conn.execute(sql, (20000,))
         monkeypatch.undo()
