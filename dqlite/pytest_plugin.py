@@ -33,9 +33,10 @@ dead first gets that cluster renewed (:meth:`~dqlite.server.LocalCluster.renew`)
 so one crash fails at most the tests it happened under, not every one after.
 
 ``--dqlite-crash-failures=FILE`` writes the ids of the failed tests to FILE
-when every failure happened under a node crash, for a second run of just those
-(``scripts/rerun-after-node-crash.sh``); a server bug that kills a node now and
-then must not be read as a failure of the client under test.
+when every failure happened under a node crash, and ``--dqlite-run-only=FILE``
+runs just those a second time (``scripts/rerun-after-node-crash.sh``); a server
+bug that kills a node now and then must not be read as a failure of the client
+under test.
 
 Importing this module starts nothing and does not import the client: it is
 loaded by every pytest run in an environment where this package is installed.
@@ -121,6 +122,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "of them, write their ids to FILE (one per line; emptied otherwise). "
         "See scripts/rerun-after-node-crash.sh.",
     )
+    group.addoption(
+        "--dqlite-run-only",
+        default=None,
+        metavar="FILE",
+        help="run only the collected tests whose ids FILE lists (one per line; the others are "
+        "deselected): a --dqlite-crash-failures list, run once more.",
+    )
 
 
 def _resolve_root(config: pytest.Config) -> tuple[str, str | None]:
@@ -165,6 +173,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "server_independent: runs no dqlite node (codec, fake servers); "
         "one run is enough, whatever --dqlite-server says",
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    path = config.getoption("--dqlite-run-only", default=None)
+    if path is None:
+        return
+    wanted = set(Path(path).read_text().splitlines())
+    config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in wanted])
+    items[:] = [item for item in items if item.nodeid in wanted]
 
 
 def _server_info(config: pytest.Config) -> ServerInfo:

@@ -11,15 +11,14 @@
 # must not go unnoticed either.
 set -uo pipefail
 
-cache=$(mktemp -d "${TMPDIR:-/tmp}/pytest-crash-rerun.XXXXXX")
-trap 'rm -rf "$cache"' EXIT
-# Its own cache folder: --lf reads this run's failures, never another stage's.
-"$@" -o cache_dir="$cache" --dqlite-crash-failures="$cache/failed-under-crashes"
+listed=$(mktemp "${TMPDIR:-/tmp}/failed-under-crashes.XXXXXX")
+trap 'rm -f "$listed"' EXIT
+"$@" --dqlite-crash-failures="$listed"
 status=$?
-if [ "$status" -eq 0 ] || [ ! -s "$cache/failed-under-crashes" ]; then
+if [ "$status" -eq 0 ] || [ ! -s "$listed" ]; then
     exit "$status"
 fi
-echo "rerun-after-node-crash: a dqlite node crashed under each of the $(wc -l < "$cache/failed-under-crashes") failed test(s):" >&2
-sed 's/^/    /' "$cache/failed-under-crashes" >&2
+echo "rerun-after-node-crash: a dqlite node crashed under each of the $(wc -l < "$listed") failed test(s):" >&2
+sed 's/^/    /' "$listed" >&2
 echo "rerun-after-node-crash: running them once more on fresh nodes" >&2
-"$@" -o cache_dir="$cache" --lf
+"$@" --dqlite-run-only="$listed"

@@ -388,7 +388,9 @@ def test_the_rerun_script_runs_only_failures_under_crashes_again(tmp_path, plain
     script = Path(__file__).resolve().parent.parent / "scripts" / "rerun-after-node-crash.sh"
     done = _run_inner(
         tmp_path, _CRASHING_TESTS + (_PLAIN_FAILURE if plain_failure else ""),
-        [str(script), sys.executable, "-m", "pytest"], RUN_ONCE_FLAG=str(tmp_path / "crashed-once"),
+        # Without pytest's cache plugin: the rerun takes its list from the first run, not from --lf.
+        [str(script), sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+        RUN_ONCE_FLAG=str(tmp_path / "crashed-once"),
     )
     output = done.stdout + done.stderr
     if plain_failure:
