@@ -42,8 +42,12 @@ def balances(address, database) -> list[int]:
 
 
 def write_lock_is_held(address, database) -> bool:
-    """True if another connection's write finds the database locked now."""
-    with dqlite.connect(address, database, busy_timeout=0, autocommit=True) as conn:
+    """True if another connection's write finds the database locked for a whole second.
+
+    Not just now: a server may refuse a write for a moment on its own (SQLITE_BUSY
+    while it takes a raft snapshot, for one); a lock a connection holds stays.
+    """
+    with dqlite.connect(address, database, busy_timeout=1.0, autocommit=True) as conn:
         try:
             conn.execute("UPDATE acct SET balance = balance WHERE id = 0")
         except dqlite.OperationalError as error:
