@@ -232,9 +232,17 @@ class Session(LeaderDiscovery):
         return reader()
 
     def _read_rows(self, out: list) -> Op:
-        """The next batch of a result into ``out``; True at its end."""
-        yield from self._await_answer()
-        return self.decoder.read_rows(out)
+        """The next batch of a result into ``out``; True at its end.
+
+        ``_await_answer`` written out: this runs once per batch of every
+        streamed result, and a nested generator per batch costs.
+        """
+        if self.unread:
+            yield from self._read_unread()
+        decoder = self.decoder
+        while decoder.next_message() < 0:
+            yield RECV
+        return decoder.read_rows(out)
 
     def _skip_result(self) -> Op:
         decoder = self.decoder
