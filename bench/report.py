@@ -140,7 +140,11 @@ class Row:
     @property
     def cpu_per_op(self) -> float | None:
         """Median client CPU seconds per query (W1, W6, W7) or per row (the others)."""
-        values = [float(r["cpu"]) / r["count"] for r in self.ok if r.get("count")]
+        return self.per_op("cpu")
+
+    def per_op(self, key: str) -> float | None:
+        """Median of ``key`` (CPU seconds: "cpu", "user" or "sys") per operation."""
+        values = [float(r[key]) / r["count"] for r in self.ok if r.get("count") and key in r]
         return statistics.median(values) if values else None
 
     def _extra_sum(self, key: str) -> int | None:
@@ -488,9 +492,21 @@ def _cost_ratio(row: Row, other: Row) -> str:
     return f"{r:.2f}x  (ours {percent}% {'faster' if r < 1 else 'slower'})"
 
 
+def _cpu_split(row: Row, other: Row) -> str:
+    """Client CPU per operation of both, in user space and in the kernel: a
+    difference in the kernel's share is system calls (for a send, waking the
+    node that receives it), not the client's own code."""
+    values = [row.per_op("user"), other.per_op("user"), row.per_op("sys"), other.per_op("sys")]
+    if any(v is None for v in values):
+        return ""
+    user, other_user, kernel, other_kernel = (v * 1e6 for v in values)  # type: ignore[operator]
+    return f"; CPU/op user {user:.1f} vs {other_user:.1f} µs, kernel {kernel:.1f} vs {other_kernel:.1f} µs"
+
+
 def format_comparison(rows: list[Row]) -> str:
     """ours / other per (workload, driver kind), and ours / go-dqlite per workload:
-    cost ratios, lower means ours is faster."""
+    cost ratios, lower means ours is faster; against another build of ours,
+    where its client CPU went (``_cpu_split``)."""
     sections = []
     for role, title in (("other", "ours vs other"), ("peer", "ours vs go-dqlite")):
         out = []
@@ -500,8 +516,9 @@ def format_comparison(rows: list[Row]) -> str:
                 continue
             other = find(rows, c.workload, role, "go" if role == "peer" else c.driver)
             if other is not None:
+                split = _cpu_split(row, other) if role == "other" else ""
                 out.append(f"{c.workload} {row.workload.title:8} {c.label} vs {other.contestant.label}: "
-                           f"{_cost_ratio(row, other)}")
+                           f"{_cost_ratio(row, other)}{split}")
         if out:
             sections.append(f"{title} (cost ratio, lower = ours better):\n" + "\n".join("  " + line for line in out))
     return "\n\n".join(sections)

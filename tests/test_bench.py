@@ -74,6 +74,9 @@ def test_compare_runs_another_client_through_an_adapter_module(dqlite_cluster, t
     assert rows["other", "dbapi"]["status"] == "ok"
     assert rows["other", "aio"]["status"] == "skipped"  # the adapter has no aconnect
     assert "adapted_client DB-API" in proc.stdout and "ours vs" in proc.stdout
+    # Side by side, each client's CPU per query is split between user space and the kernel.
+    assert re.search(r"vs adapted_client DB-API: .*CPU/op user [\d.]+ vs [\d.]+ µs, kernel [\d.]+ vs [\d.]+ µs",
+                     proc.stdout), proc.stdout
 
 
 def test_a_failing_compared_client_is_reported_without_failing_the_run(dqlite_cluster, tmp_path):
