@@ -11,6 +11,7 @@ import dqlite
 import dqlite.aio
 from dqlite.hooks import QueryEvent, slow_query_logger
 from dqlite.pool import ConnectionPool
+from readme import localised, python_block
 
 SECRET = "hunter2-secret"
 
@@ -97,19 +98,9 @@ def test_pools_give_their_connections_the_hook(dqlite_cluster, dqlite_database):
         ("CREATE TABLE t (x)", -1), ("SELECT count(*) FROM t", 1), ("INSERT INTO t VALUES (1)", 1)]
 
 
-def _readme_block(marker: str) -> str:
-    """The README's Python code block that contains ``marker``."""
-    import re
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if marker in b]
-    return block
-
-
 def test_readme_slow_query_example_runs(dqlite_cluster, caplog):
-    code = _readme_block("slow_query_logger(0.05)")
-    code = code.replace('["127.0.0.1:9001"]', repr(dqlite_cluster.addresses)).replace("logging.basicConfig()\n", "")
+    code = python_block("slow_query_logger(0.05)").replace("logging.basicConfig()\n", "")
+    code = localised(code, dqlite_cluster.addresses, "app")
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     conn = scope["conn"]
@@ -130,8 +121,7 @@ def test_readme_opentelemetry_example_runs(dqlite_cluster, dqlite_database):
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    code = _readme_block("def trace_query")
-    code = code.replace('["127.0.0.1:9001"], "app"', f"{dqlite_cluster.addresses!r}, {dqlite_database!r}")
+    code = localised(python_block("def trace_query"), dqlite_cluster.addresses, dqlite_database)
     code = code.replace('tracer = trace.get_tracer("dqlite")', 'tracer = provider.get_tracer("dqlite")')
     scope: dict = {"provider": provider}
     exec(compile(code, "README.md", "exec"), scope)

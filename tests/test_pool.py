@@ -12,6 +12,7 @@ import pytest
 import dqlite
 import dqlite.aio
 from dqlite.pool import ConnectionPool, PoolClosedError, PoolTimeoutError
+from readme import localised, python_block
 
 
 def open_fds() -> int:
@@ -240,25 +241,19 @@ def test_load_200_tasks_and_16_threads_no_leaked_sockets(table):
 
 
 def test_readme_pool_examples_run(dqlite_cluster, dqlite_database):
-    import re
     import textwrap
-    from pathlib import Path
 
     with dqlite.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True) as conn:
         conn.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB)")
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "pool.acquire()" in b]
-    assert len(blocks) == 2
 
-    def local(code: str) -> str:
-        code = re.sub(r'\["10\.0\.0\.1:9001"(, "10\.0\.0\.2:9001")?\]', repr(dqlite_cluster.addresses), code)
-        return code.replace('"app"', repr(dqlite_database))
+    def local(marker: str) -> str:
+        return localised(python_block(marker), dqlite_cluster.addresses, dqlite_database)
 
     scope: dict = {}
-    exec(compile(local(blocks[0]), "README.md", "exec"), scope)
+    exec(compile(local("pool = ConnectionPool("), "README.md", "exec"), scope)
     assert scope["rows"] == [("a", b"1")]
     with dqlite.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True) as conn:
         conn.execute("DELETE FROM kv")
-    code = "async def main():\n" + textwrap.indent(local(blocks[1]), "    ") + "    return rows\n"
+    code = "async def main():\n" + textwrap.indent(local("await dqlite.aio.create_pool("), "    ") + "    return rows\n"
     exec(compile(code, "README.md", "exec"), scope)
     assert asyncio.run(scope["main"]()) == [("a", b"1")]
