@@ -7,6 +7,7 @@ import pytest
 import dqlite
 from dqlite.server import LocalNode, free_ports
 
+from readme import localised, python_block
 from tlsproxy import TLSProxy, make_certificate
 
 
@@ -128,6 +129,19 @@ def test_mutual_tls_from_connect_keywords(mtls_node, api_connect):
     conn.execute("INSERT INTO t VALUES (42)")
     assert conn.execute("SELECT x FROM t").fetchall() == [(42,)]
     assert proxy.accepted >= 1
+
+
+def test_readme_tls_example_connects_both_ways(mtls_node):
+    address, files, proxy = mtls_node
+    code = localised(python_block("client_context("), [address], "db")
+    for name, key in (("cluster.crt", "ssl_ca"), ("client.crt", "ssl_cert"), ("client.key", "ssl_key")):
+        code = code.replace(f'"{name}"', repr(files[key]))
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    conn = scope["conn"]  # the second; the first connected too (connect() does) and is dropped
+    assert conn.execute("SELECT 1").fetchall() == [(1,)]
+    conn.close()
+    assert proxy.accepted >= 2
 
 
 def test_mutual_tls_without_a_client_certificate_is_refused(mtls_node, api_connect):
