@@ -2,10 +2,10 @@
 
 Each test takes one Python block of README.md, points it at the test
 cluster and a database of its own (``readme.localised``), runs it, and
-checks what it did.  The examples of the pools and of the query hooks run in
-``test_pool.py`` and ``test_hooks.py``.  The cluster administration
-examples change membership and leadership: they get a cluster of their own,
-and a fourth node to add.
+checks what it did.  The examples of the pools, the query hooks and TLS run
+in ``test_pool.py``, ``test_hooks.py`` and ``test_tls.py``, next to their
+fixtures.  The cluster administration examples change membership and
+leadership: they get a cluster of their own, and a fourth node to add.
 """
 
 from __future__ import annotations
