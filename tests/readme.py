@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import textwrap
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -26,3 +29,17 @@ def localised(code: str, addresses: Sequence[str], database: str) -> str:
     code = _NODE.sub(lambda m: addresses[int(m.group(1) or 1) - 1], code)
     code = _URL_DATABASE.sub(rf"\1/{database}", code)
     return code.replace('"app"', repr(database))
+
+
+def run(code: str, scope: dict | None = None) -> dict:
+    """Run ``code`` (a README block, localised) as a module; the names it left behind."""
+    scope = {} if scope is None else scope
+    exec(compile(code, "README.md", "exec"), scope)
+    return scope
+
+
+def run_awaiting(code: str, result: str) -> Any:
+    """Run ``code``, a block that awaits at its top level, as the body of a
+    coroutine on a new event loop; the value of its name ``result``."""
+    scope = run("async def main():\n" + textwrap.indent(code, "    ") + f"    return {result}\n")
+    return asyncio.run(scope["main"]())

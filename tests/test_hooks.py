@@ -11,7 +11,7 @@ import dqlite
 import dqlite.aio
 from dqlite.hooks import QueryEvent, slow_query_logger
 from dqlite.pool import ConnectionPool
-from readme import localised, python_block
+from readme import localised, python_block, run
 
 SECRET = "hunter2-secret"
 
@@ -100,10 +100,7 @@ def test_pools_give_their_connections_the_hook(dqlite_cluster, dqlite_database):
 
 def test_readme_slow_query_example_runs(dqlite_cluster, caplog):
     code = python_block("slow_query_logger(0.05)").replace("logging.basicConfig()\n", "")
-    code = localised(code, dqlite_cluster.addresses, "app")
-    scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
-    conn = scope["conn"]
+    conn = run(localised(code, dqlite_cluster.addresses, "app"))["conn"]
     conn.on_query = slow_query_logger(0.0)  # every statement is "slow": the log shows it
     with caplog.at_level(logging.WARNING, logger="dqlite.query"):
         conn.execute("SELECT 1").fetchall()
@@ -123,8 +120,7 @@ def test_readme_opentelemetry_example_runs(dqlite_cluster, dqlite_database):
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     code = localised(python_block("def trace_query"), dqlite_cluster.addresses, dqlite_database)
     code = code.replace('tracer = trace.get_tracer("dqlite")', 'tracer = provider.get_tracer("dqlite")')
-    scope: dict = {"provider": provider}
-    exec(compile(code, "README.md", "exec"), scope)
+    scope = run(code, {"provider": provider})
     pool = scope["pool"]
     pool.execute("CREATE TABLE t (x)")
     with pytest.raises(dqlite.OperationalError):

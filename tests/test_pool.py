@@ -12,7 +12,7 @@ import pytest
 import dqlite
 import dqlite.aio
 from dqlite.pool import ConnectionPool, PoolClosedError, PoolTimeoutError
-from readme import localised, python_block
+from readme import localised, python_block, run, run_awaiting
 
 
 def open_fds() -> int:
@@ -241,19 +241,13 @@ def test_load_200_tasks_and_16_threads_no_leaked_sockets(table):
 
 
 def test_readme_pool_examples_run(dqlite_cluster, dqlite_database):
-    import textwrap
-
     with dqlite.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True) as conn:
         conn.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB)")
 
     def local(marker: str) -> str:
         return localised(python_block(marker), dqlite_cluster.addresses, dqlite_database)
 
-    scope: dict = {}
-    exec(compile(local("pool = ConnectionPool("), "README.md", "exec"), scope)
-    assert scope["rows"] == [("a", b"1")]
+    assert run(local("pool = ConnectionPool("))["rows"] == [("a", b"1")]
     with dqlite.connect(dqlite_cluster.addresses, dqlite_database, autocommit=True) as conn:
         conn.execute("DELETE FROM kv")
-    code = "async def main():\n" + textwrap.indent(local("await dqlite.aio.create_pool("), "    ") + "    return rows\n"
-    exec(compile(code, "README.md", "exec"), scope)
-    assert asyncio.run(scope["main"]()) == [("a", b"1")]
+    assert run_awaiting(local("await dqlite.aio.create_pool("), "rows") == [("a", b"1")]

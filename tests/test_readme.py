@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import textwrap
 
 import dqlite
 from dqlite.cluster import VOTER, NodeClient
 from dqlite.server import LocalNode, free_ports
-from readme import localised, python_block
+from readme import localised, python_block, run, run_awaiting
 
 
 def _run(marker: str, addresses: list[str], database: str, scope: dict | None = None) -> dict:
-    """Run the README block that contains ``marker``; the names it left behind."""
-    code = localised(python_block(marker), addresses, database)
-    scope = {} if scope is None else scope
-    exec(compile(code, "README.md", "exec"), scope)
-    return scope
+    """Run the README block that contains ``marker``, localised; the names it left behind."""
+    return run(localised(python_block(marker), addresses, database), scope)
 
 
 def _rows(cluster, database: str, sql: str) -> list:
@@ -63,7 +59,7 @@ def test_node_store_example_keeps_the_members_in_its_file(dqlite_cluster, dqlite
     store = tmp_path / "dqlite-nodes.json"
     code = python_block('node_store="/var/lib/').replace("/var/lib/myapp/dqlite-nodes.json", str(store))
     scope = {"dqlite": dqlite, "create_engine": create_engine}
-    exec(compile(localised(code, dqlite_cluster.addresses, dqlite_database), "README.md", "exec"), scope)
+    run(localised(code, dqlite_cluster.addresses, dqlite_database), scope)
     scope["conn"].close()
     with scope["engine"].connect() as conn:  # the URL's option reaches the driver
         assert conn.exec_driver_sql("SELECT 1").scalar() == 1
@@ -119,9 +115,6 @@ def test_cluster_admin_example_changes_membership_and_leadership(dqlite_fresh_cl
 
 def test_async_cluster_admin_example_moves_leadership(dqlite_fresh_cluster):
     cluster = dqlite_fresh_cluster
-    code = "async def main():\n" + textwrap.indent(python_block("AsyncClusterAdmin("), "    ") + "    return members\n"
-    scope: dict = {}
-    exec(compile(localised(code, cluster.addresses, "app"), "README.md", "exec"), scope)
-    members = asyncio.run(scope["main"]())
+    members = run_awaiting(localised(python_block("AsyncClusterAdmin("), cluster.addresses, "app"), "members")
     assert sorted(m.address for m in members) == sorted(cluster.addresses)
     assert cluster.leader_address() == cluster.nodes[1].address

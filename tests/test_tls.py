@@ -7,7 +7,7 @@ import pytest
 import dqlite
 from dqlite.server import LocalNode, free_ports
 
-from readme import localised, python_block
+from readme import localised, python_block, run
 from tlsproxy import TLSProxy, make_certificate
 
 
@@ -136,9 +136,7 @@ def test_readme_tls_example_connects_both_ways(mtls_node):
     code = localised(python_block("client_context("), [address], "db")
     for name, key in (("cluster.crt", "ssl_ca"), ("client.crt", "ssl_cert"), ("client.key", "ssl_key")):
         code = code.replace(f'"{name}"', repr(files[key]))
-    scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
-    conn = scope["conn"]  # the second; the first connected too (connect() does) and is dropped
+    conn = run(code)["conn"]  # the second; the first connected too (connect() does) and is dropped
     assert conn.execute("SELECT 1").fetchall() == [(1,)]
     conn.close()
     assert proxy.accepted >= 2
